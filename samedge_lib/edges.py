@@ -1,0 +1,153 @@
+"""The stability thresholds ("edges") of GD, SAM and unnormalised SAM.
+
+This module is the single home of the SAM-edge formula. Chapter 1 of the book derives it with
+sympy and proves that :func:`sam_edge` equals the derived expression; every training run, table
+and figure takes its "SAM-edge" numbers from here.
+
+All functions accept Python floats, NumPy arrays or torch tensors (broadcasting as usual) and
+return the same kind. Invalid inputs raise :class:`ValueError` naming the offending argument.
+
+Notation (Long & Bartlett, 2024): ``eta`` is the step size, ``rho`` the SAM radius and
+``grad_norm`` the Euclidean norm ``||g||`` of the loss gradient at the current iterate, on the
+batch the next update uses (not at the ascent point, and with no ``+1e-5``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+ArrayLike = TypeVar("ArrayLike", float, np.ndarray, torch.Tensor)
+
+#: The constant the official code adds to ``||g||`` in the SAM ascent step (not in the edge).
+SAM_NORM_EPS = 1e-5
+
+
+def _as_checkable(x: object) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=float)
+
+
+def _check_positive(name: str, value: object) -> None:
+    a = _as_checkable(value)
+    if np.isnan(a).any():
+        raise ValueError(f"{name} must be a positive number, got NaN")
+    if (a <= 0).any():
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+def _check_nonnegative(name: str, value: object, what: str = "number") -> None:
+    a = _as_checkable(value)
+    if np.isnan(a).any():
+        raise ValueError(f"{name} must be a non-negative {what}, got NaN")
+    if (a < 0).any():
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+
+def _sqrt(x: ArrayLike) -> ArrayLike:
+    if isinstance(x, torch.Tensor):
+        return torch.sqrt(x)
+    if isinstance(x, np.ndarray):
+        return np.sqrt(x)
+    return math.sqrt(x)
+
+
+def _safe_ratio(num: ArrayLike, den: ArrayLike) -> ArrayLike:
+    """``num / den`` with ``0/0 -> 0`` and ``x/0 -> inf`` (x > 0), silently, for all three kinds."""
+    if isinstance(num, torch.Tensor) or isinstance(den, torch.Tensor):
+        num_t = torch.as_tensor(num, dtype=torch.float64) if not isinstance(num, torch.Tensor) else num
+        den_t = torch.as_tensor(den, dtype=num_t.dtype) if not isinstance(den, torch.Tensor) else den
+        out = num_t / den_t
+        return torch.where(num_t == 0, torch.zeros_like(out), out)
+    if isinstance(num, np.ndarray) or isinstance(den, np.ndarray):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = np.asarray(num, dtype=float) / np.asarray(den, dtype=float)
+        return np.where(np.asarray(num) == 0, 0.0, out)
+    if num == 0:
+        return 0.0
+    if den == 0:
+        return math.inf
+    return num / den
+
+
+def gd_edge(eta: ArrayLike) -> ArrayLike:
+    """GD's edge of stability ``2/eta``: the largest curvature GD can sustain on a quadratic."""
+    _check_positive("eta", eta)
+    return 2.0 / eta
+
+
+def sam_edge(grad_norm: ArrayLike, eta: ArrayLike, rho: ArrayLike) -> ArrayLike:
+    """The SAM-edge: the largest Hessian eigenvalue normalised SAM can sustain.
+
+    It is the positive root of ``(eta*rho/||g||) lam^2 + eta*lam - 2 = 0``,
+
+    ``||g||/(2 rho) * (sqrt(1 + 8 rho/(eta ||g||)) - 1) = 4 / (eta * (1 + sqrt(1 + 8 rho/(eta ||g||))))``,
+
+    evaluated in the second form, which has no cancellation for small ``rho`` or large ``||g||``.
+    ``rho = 0`` gives ``2/eta`` (GD); ``||g|| = 0`` with ``rho > 0`` gives 0; ``||g|| = inf`` gives ``2/eta``.
+    """
+    _check_nonnegative("grad_norm", grad_norm, "gradient norm")
+    _check_positive("eta", eta)
+    _check_nonnegative("rho", rho, "radius")
+    x = _safe_ratio(8.0 * rho, eta * grad_norm)  # 8 rho / (eta ||g||), 0 when rho == 0
+    return 4.0 / (eta * (1.0 + _sqrt(1.0 + x)))
+
+
+def usam_edge(eta: ArrayLike, r: ArrayLike) -> ArrayLike:
+    """The edge of unnormalised SAM ``w - eta grad(w + r grad(w))``: positive root of ``eta lam (1 + r lam) = 2``.
+
+    ``(sqrt(1 + 8 r/eta) - 1)/(2 r) = 4/(eta (1 + sqrt(1 + 8 r/eta)))``; it does not depend on ``||g||``.
+    Normalised SAM is unnormalised SAM with ``r = rho/||g||``, so ``usam_edge(eta, rho/g) == sam_edge(g, eta, rho)``.
+    """
+    _check_positive("eta", eta)
+    _check_nonnegative("r", r, "radius")
+    return 4.0 / (eta * (1.0 + _sqrt(1.0 + 8.0 * r / eta)))
+
+
+def alpha(grad_norm: ArrayLike, eta: ArrayLike, rho: ArrayLike) -> ArrayLike:
+    """The dimensionless number ``alpha = eta ||g|| / (2 rho)`` that alone sets ``SAM-edge / (2/eta)``."""
+    _check_nonnegative("grad_norm", grad_norm, "gradient norm")
+    _check_positive("eta", eta)
+    _check_positive("rho", rho)
+    return eta * grad_norm / (2.0 * rho)
+
+
+def edge_ratio(alpha_value: ArrayLike) -> ArrayLike:
+    """``R(alpha) = SAM-edge / (2/eta) = 2 / (1 + sqrt(1 + 4/alpha))`` (Figure 1 of the paper).
+
+    Rises strictly from ``R(0) = 0`` to ``R(inf) = 1``; ``R(1) = (sqrt 5 - 1)/2``.
+    """
+    _check_nonnegative("alpha", alpha_value)
+    x = _safe_ratio(4.0, alpha_value)
+    return 2.0 / (1.0 + _sqrt(1.0 + x))
+
+
+def sam_multiplier(lam: ArrayLike, grad_norm: ArrayLike, eta: ArrayLike, rho: ArrayLike) -> ArrayLike:
+    """Per-eigendirection factor of one SAM step on a quadratic: ``1 - eta lam - eta rho lam^2 / ||g||``.
+
+    The error component along an eigenvector with eigenvalue ``lam`` is multiplied by this number;
+    it has magnitude above 1 exactly when ``lam > sam_edge(grad_norm, eta, rho)`` (for ``lam > 0``).
+    """
+    _check_positive("grad_norm", grad_norm)
+    _check_positive("eta", eta)
+    _check_nonnegative("rho", rho, "radius")
+    return 1.0 - eta * lam - eta * rho * lam * lam / grad_norm
+
+
+def two_cycle_amplitude(lam1: ArrayLike, eta: ArrayLike, rho: ArrayLike) -> ArrayLike:
+    """Amplitude ``|c| = eta rho lam1 / (2 - eta lam1)`` of SAM's period-2 orbit along the top eigenvector.
+
+    On that orbit ``||g|| = lam1 |c|`` and ``lam1 == sam_edge(||g||, eta, rho)`` exactly (Proposition C).
+    Requires ``0 < eta * lam1 < 2``.
+    """
+    _check_positive("lam1", lam1)
+    _check_positive("eta", eta)
+    _check_nonnegative("rho", rho, "radius")
+    prod = _as_checkable(eta * lam1)
+    if (prod >= 2).any():
+        raise ValueError(f"two_cycle_amplitude needs eta*lam1 < 2, got eta*lam1 = {prod}")
+    return eta * rho * lam1 / (2.0 - eta * lam1)
