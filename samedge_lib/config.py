@@ -197,8 +197,17 @@ class RunConfig:
 _PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "mnist": {
         "paper": dict(eta=0.01, n_train=None, model={}, steps=20000, measure_every=100, k=1),
+        # cpu: 1000 examples, a 3-layer width-128 MLP and a large step (2/eta = 1.6, just above the initial
+        # sharpness ~1.44) so that GD reaches its edge within ~200 steps and SAM's edge is crossed at once.
         "cpu": dict(
-            eta=0.02, n_train=2000, n_test=2000, model=dict(depth=3, width=256), steps=1000, measure_every=20, k=3
+            eta=1.25,
+            n_train=1000,
+            n_test=2000,
+            model=dict(depth=3, width=128),
+            steps=600,
+            measure_every=20,
+            k=3,
+            official_every=5,
         ),
         "smoke": dict(eta=0.05, n_train=256, n_test=256, model=dict(depth=3, width=32), steps=30, measure_every=10, k=2),
     },

@@ -1,0 +1,127 @@
+"""Tasks: the data, model and loss of a run, built from a :class:`~samedge_lib.config.RunConfig`.
+
+A :class:`Task` hides the differences between the full-batch image tasks and the minibatch
+Transformer behind one small interface that the run loop uses: the parameters as a list of
+tensors, a functional loss ``loss(params, batch)``, the batch an update at step ``t`` uses, an
+optional fixed evaluation batch, and test metrics. Every batch carries a label saying which data
+it is (``"train[0:2000] full batch"``, ``"minibatch of step 120"``...), so every logged number
+can say on which data it was measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from . import data as data_mod
+from .config import RunConfig
+from .losses import get_loss
+from .models import make_model
+
+
+@dataclass
+class Batch:
+    """Inputs, targets and a description of which data they are."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    label: str
+    kind: str  # "full" | "minibatch" | "fixed"
+
+    @property
+    def size(self) -> int:
+        """Number of examples (sequences for the Transformer)."""
+        return int(self.x.shape[0])
+
+
+@dataclass
+class Task:
+    """Model, parameters and data of one run (see the module docstring)."""
+
+    model: nn.Module
+    names: list[str]
+    params: list[torch.Tensor]
+    loss_name: str
+    batch_at: Callable[[int], Batch]
+    fixed_batch: Batch | None
+    test_batch: Batch | None
+    classification: bool
+    info: dict
+
+    def loss(self, params: Sequence[torch.Tensor], batch: Batch) -> torch.Tensor:
+        """The training loss at ``params`` on ``batch``, computed functionally (params are not mutated)."""
+        out = functional_call(self.model, dict(zip(self.names, params, strict=True)), (batch.x,))
+        return get_loss(self.loss_name)(out, batch.y)
+
+    @torch.no_grad()
+    def metrics(self, params: Sequence[torch.Tensor], batch: Batch, chunk: int = 4096) -> dict[str, float]:
+        """Loss (and accuracy for image tasks) on ``batch``, evaluated in chunks without a graph."""
+        total_loss, total_correct, n = 0.0, 0, batch.size
+        state = dict(zip(self.names, params, strict=True))
+        for start in range(0, n, chunk):
+            x, y = batch.x[start : start + chunk], batch.y[start : start + chunk]
+            out = functional_call(self.model, state, (x,))
+            total_loss += float(get_loss(self.loss_name)(out, y)) * x.shape[0]
+            if self.classification:
+                total_correct += int((out.argmax(-1) == y.argmax(-1)).sum())
+        result = {"loss": total_loss / n}
+        if self.classification:
+            result["accuracy"] = total_correct / n
+        return result
+
+
+def build_task(cfg: RunConfig, device: torch.device, dtype: torch.dtype, data_dir: str | Path | None = None) -> Task:
+    """Load the data and build the model of ``cfg`` on ``device`` in ``dtype`` (seeded by ``cfg.seed``)."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = make_model(cfg.task, generator=gen, **cfg.model).to(device=device, dtype=dtype)
+    names = [n for n, _ in model.named_parameters()]
+    params = [p.detach().clone() for _, p in model.named_parameters()]
+    if cfg.task in ("mnist", "cifar10"):
+        loader = data_mod.load_mnist if cfg.task == "mnist" else data_mod.load_cifar10
+        ds = loader(data_dir=data_dir, n_train=cfg.n_train, n_test=cfg.n_test)
+        x = ds.x_train.to(device=device, dtype=dtype)
+        t = ds.t_train.to(device=device, dtype=dtype)
+        n = int(x.shape[0])
+        train = Batch(x, t, f"{ds.name} train[0:{n}] full batch", "full")
+        xt = ds.x_test.to(device=device, dtype=dtype)
+        tt = ds.t_test.to(device=device, dtype=dtype)
+        test = Batch(xt, tt, f"{ds.name} test[0:{xt.shape[0]}]", "fixed")
+        if cfg.batch_size is not None and cfg.batch_size < n:
+            bs = cfg.batch_size
+
+            def batch_at(step: int) -> Batch:
+                g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step // (n // bs))
+                idx = torch.randperm(n, generator=g)[(step % (n // bs)) * bs : (step % (n // bs) + 1) * bs]
+                idx = idx.to(device)
+                return Batch(x[idx], t[idx], f"{ds.name} minibatch of step {step}", "minibatch")
+
+            fixed = Batch(x[:bs], t[:bs], f"{ds.name} train[0:{bs}] fixed batch", "fixed")
+        else:
+
+            def batch_at(step: int) -> Batch:
+                return train
+
+            fixed = None
+        return Task(model, names, params, cfg.loss, batch_at, fixed, test, True, dict(ds.info))
+    # shakespeare
+    text = data_mod.load_tiny_shakespeare(data_dir=data_dir)
+    seq_len = int(cfg.model.get("seq_len", 64))
+    batcher = data_mod.ChunkBatcher.from_tokens(text.train_tokens, batch_size=cfg.batch_size, seq_len=seq_len, seed=cfg.seed)
+    test_rows = data_mod.chunk_rows(text.test_tokens, batch_size=cfg.batch_size, seq_len=seq_len)
+    n_test = min(cfg.n_test or test_rows.shape[0], test_rows.shape[0])
+
+    def batch_at(step: int) -> Batch:
+        xb, yb = batcher.batch(step)
+        return Batch(xb.to(device), yb.to(device), f"tiny_shakespeare minibatch of step {step}", "minibatch")
+
+    xf, yf = batcher.fixed_batch(0)
+    fixed = Batch(xf.to(device), yf.to(device), "tiny_shakespeare fixed evaluation batch (train)", "fixed")
+    # Test metrics: the first n_test chunks of the held-out last 10,000 lines (all of them by default).
+    xs, ys = test_rows[:n_test, :-1], test_rows[:n_test, 1:]
+    test = Batch(xs.to(device), ys.to(device), f"tiny_shakespeare test chunks [0:{n_test}]", "fixed")
+    return Task(model, names, params, cfg.loss, batch_at, fixed, test, False, dict(text.info))
