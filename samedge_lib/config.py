@@ -74,7 +74,8 @@ class RunConfig:
         measure_every: a measurement every this many steps (step-indexed; step 0 and the last step included).
         k: number of top Hessian eigenvalues tracked.
         hvp: Hessian-vector-product method of the tracker.
-        lanczos_tol: relative residual at which the tracker's Lanczos stops.
+        lanczos_tol: relative residual at which the tracker's Lanczos stops (all k pairs).
+        lanczos_max_iter: cap on products per check; a check that hits it is flagged ``lanczos_converged=False``.
         official_every: also run the paper's estimator (finite-difference power iteration) every this many
             measurements; 0 = never.
         measure_data: minibatch tasks: measure on the current ``"batch"``, a ``"fixed"`` evaluation batch, or ``"both"``.
@@ -100,7 +101,8 @@ class RunConfig:
     measure_every: int = 50
     k: int = 1
     hvp: str = "exact"
-    lanczos_tol: float = 1e-4
+    lanczos_tol: float = 1e-3
+    lanczos_max_iter: int = 80
     official_every: int = 0
     measure_data: str = "batch"
     dtype: str = "float32"
@@ -148,7 +150,7 @@ class RunConfig:
                 _positive(name, value, integer=True)
         for name in ("seed", "official_every", "checkpoint_every"):
             _positive(name, getattr(self, name), integer=True, allow_zero=True)
-        for name in ("steps", "measure_every", "k"):
+        for name in ("steps", "measure_every", "k", "lanczos_max_iter"):
             _positive(name, getattr(self, name), integer=True)
         _positive("lanczos_tol", self.lanczos_tol)
         _positive("max_loss", self.max_loss)
@@ -242,6 +244,14 @@ _PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             measure_data="both",
         ),
     },
+}
+
+
+#: The rho values each chapter sweeps (GD, rho = 0, is always added). The paper's README uses rho = 0.1.
+SWEEP_RHOS: dict[str, dict[str, tuple[float, ...]]] = {
+    "mnist": {"paper": (0.03, 0.1, 0.3), "cpu": (0.03, 0.1, 0.3), "smoke": (0.1,)},
+    "cifar10": {"paper": (0.03, 0.1, 0.3), "cpu": (0.03, 0.1, 0.3), "smoke": (0.1,)},
+    "shakespeare": {"paper": (0.03, 0.1, 0.3), "cpu": (0.03, 0.1, 0.3), "smoke": (0.1,)},
 }
 
 

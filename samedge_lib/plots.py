@@ -14,6 +14,7 @@ plus :func:`plot_tracking_ratio` (``lambda_1 / edge`` for a sweep) and :func:`pl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import matplotlib.pyplot as plt
@@ -125,3 +126,37 @@ def run_panel(df: pd.DataFrame, *, title: str) -> plt.Figure:
     plot_edge_zoom(axes[1], df, title="zoom on the edge")
     plot_alignment(axes[2], df, title="alignments")
     return fig
+
+
+def plot_alpha_collapse(ax: Axes, runs: Mapping[str, pd.DataFrame], *, title: str = "") -> Axes:
+    """``lambda_1 / (2/eta)`` against ``alpha = eta ||g|| / (2 rho)`` for SAM runs, over the curve ``R(alpha)``.
+
+    If SAM sits on its edge, every measurement of every rho falls on the single curve ``R`` (Figure 1).
+    """
+    from .edges import edge_ratio  # the one formula; imported here to keep plots' dependencies visible
+
+    lo, hi = math.inf, 0.0
+    for i, (label, df) in enumerate(runs.items()):
+        a = df["alpha"].to_numpy()
+        ax.scatter(a, df["lambda_1"] / df["gd_edge"], s=14, color=RHO_PALETTE[i % len(RHO_PALETTE)], label=label, zorder=3)
+        lo, hi = min(lo, a.min()), max(hi, a.max())
+    grid = np.logspace(np.log10(lo / 2), np.log10(hi * 2), 200)
+    ax.plot(grid, edge_ratio(grid), color=COLORS["sam_edge"], ls="--", label=r"$R(\alpha)$ = SAM-edge/(2/$\eta$)")
+    ax.set_xscale("log")
+    ax.set_xlabel(r"$\alpha = \eta\|g\|/(2\rho)$")
+    ax.set_ylabel(r"$\lambda_1 / (2/\eta)$")
+    ax.set_title(title)
+    ax.legend(loc="best")
+    return ax
+
+
+def plot_topk_over_edge(ax: Axes, df: pd.DataFrame, *, title: str = "") -> Axes:
+    """Each tracked eigenvalue divided by the run's edge: do several pile up at the edge?"""
+    for i, c in enumerate(_eig_columns(df)):
+        ax.plot(df["step"], df[c] / df["edge"], color=RHO_PALETTE[i % len(RHO_PALETTE)], label=rf"$\lambda_{i + 1}$ / edge")
+    ax.axhline(1.0, color=COLORS["theory"], lw=1.0, ls=":")
+    ax.set_xlabel("step")
+    ax.set_ylabel("eigenvalue / edge")
+    ax.set_title(title)
+    ax.legend(loc="best")
+    return ax

@@ -209,7 +209,8 @@ class _Runner:
         op = HessianOperator(loss_fn, self.params, method=cfg.hvp)
         loss, g_flat = op.gradient()
         g_norm = float(g_flat.double().norm())
-        res = lanczos(op, k=cfg.k, v0=self.prev_vecs.get(batch.kind), tol=cfg.lanczos_tol, generator=self.gen)
+        res = lanczos(op, k=cfg.k, v0=self.prev_vecs.get(batch.kind), tol=cfg.lanczos_tol, max_iter=cfg.lanczos_max_iter,
+                      generator=self.gen)
         self.prev_vecs[batch.kind] = res.eigenvectors.detach().clone()
         v1 = res.eigenvectors[:, 0]
         grad_fn = self.grad_fn_for(batch)
@@ -330,6 +331,7 @@ class _Runner:
                     for r in rows:
                         r["wall_time"] = self.elapsed + (time.perf_counter() - t0)
                     self.measurements.extend(rows)
+                    self.write_tables()  # cheap, and a crash loses nothing already measured
                     last_ratio = rows[0]["lambda_1"] / rows[0]["edge"]
                     bad = [r for r in rows if not math.isfinite(r["loss"]) or not math.isfinite(r["lambda_1"])]
                     if bad:
