@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", help="dataset folder (default $SAMEDGE_DATA or ~/.cache/samedge/data)")
     p.add_argument("--force", action="store_true", help="recompute even if a finished run exists")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--max-seconds", type=float, help="stop with a checkpoint after this long; rerun to continue")
     args = p.parse_args(argv)
     overrides = _parse_set(args.set)
     for name in ("optimizer", "eta", "steps", "seed", "device"):
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = run(cfg, root=args.root, data_dir=args.data_dir, force=args.force, progress=not args.no_progress,
-                     raise_on_divergence=True)
+                     raise_on_divergence=True, max_seconds=args.max_seconds)
     except RunDiverged as err:
         print(f"samedge-run: {err}", file=sys.stderr)
         return 3

@@ -312,15 +312,22 @@ class _Runner:
         """Steps 0, m, 2m, ... and the final iterate (step == steps)."""
         return step % self.cfg.measure_every == 0 or step == self.cfg.steps
 
-    def loop(self, stop_after: int | None = None) -> tuple[str, dict]:
-        """Run from ``start_step`` to the end (or ``stop_after`` steps, for tests); return the final state."""
+    def loop(self, stop_after: int | None = None, max_seconds: float | None = None) -> tuple[str, dict]:
+        """Run from ``start_step`` to the end; return the final state.
+
+        ``stop_after`` (steps, for tests) and ``max_seconds`` (this call's wall-clock budget) stop early with a
+        checkpoint, so the same call resumes the run later.
+        """
+        budget_start = time.perf_counter()
         cfg = self.cfg
         bar = tqdm(total=cfg.steps, initial=self.start_step, disable=not self.progress, desc=cfg.run_name())
         step = self.start_step
         last_ratio = math.nan
         try:
             while step <= cfg.steps:
-                if stop_after is not None and step >= self.start_step + stop_after:
+                if (stop_after is not None and step >= self.start_step + stop_after) or (
+                    max_seconds is not None and time.perf_counter() - budget_start >= max_seconds
+                ):
                     self.checkpoint(step)
                     return "interrupted", {"stopped_at": step}
                 t0 = time.perf_counter()
@@ -371,6 +378,7 @@ def run(
     progress: bool = True,
     raise_on_divergence: bool = False,
     stop_after: int | None = None,
+    max_seconds: float | None = None,
 ) -> RunResult:
     """Run ``cfg`` (or load its finished results) and return the tables.
 
@@ -382,6 +390,7 @@ def run(
         progress: show a progress bar (steps, loss, last lambda1/edge).
         raise_on_divergence: raise :class:`RunDiverged` (after saving everything) instead of returning.
         stop_after: stop (with a checkpoint) after this many steps; used to test resuming.
+        max_seconds: stop (with a checkpoint) once this call has run this long; call again to continue.
     """
     cfg.validate()
     path = runs_root(root) / cfg.run_name()
@@ -389,6 +398,10 @@ def run(
         status_file = path / "status.json"
         if status_file.exists() and json.loads(status_file.read_text()).get("state") in ("finished", "diverged"):
             return load_run(path)
+        if (path / "config.json").exists():
+            stored = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
+            if stored.identity() != cfg.identity():
+                raise RuntimeError(f"{path} holds a different configuration; remove it or use force=True")
     if force and path.exists():
         for name in ("checkpoint.pt", "measurements.csv", "steps.csv", "status.json"):
             (path / name).unlink(missing_ok=True)
@@ -397,7 +410,7 @@ def run(
     runner = _Runner(cfg, path, data_dir, progress)
     resumed = runner.restore()
     runner.write_status("running", resumed_from=runner.start_step if resumed else None)
-    state, extra = runner.loop(stop_after=stop_after)
+    state, extra = runner.loop(stop_after=stop_after, max_seconds=max_seconds)
     if state == "interrupted":
         runner.write_status("interrupted", **extra)
         return load_run(path)
