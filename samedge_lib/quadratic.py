@@ -1,0 +1,380 @@
+"""Quadratic losses with a known spectrum: the ground truth for the SAM-edge (book chapter 2).
+
+On ``l(w) = 1/2 (w - w*)^T H (w - w*)`` one SAM step multiplies the error component along each
+eigenvector of ``H`` by ``1 - eta lam - eta rho lam^2 / ||g||`` (Proposition A), and a long run
+settles on a period-2 orbit along the top eigenvector with ``lam1 == SAM-edge(||g||)`` exactly
+(Proposition C). This module provides the pieces to *observe* those facts rather than assume them:
+
+* :class:`Quadratic`: the loss, its gradient and Hessian, and a ``grad_fn`` for :mod:`samedge_lib.updates`;
+* :func:`sam_run`: many SAM (or GD) steps in float64, recording loss, ``||g||``, the SAM-edge and the
+  eigen-components at every step;
+* :func:`stability_map`: grow/shrink of one eigen-component after one actual SAM step, over a grid of
+  ``alpha = eta ||g|| / (2 rho)`` and ``eta lam / 2``; :func:`stability_boundary` and
+  :func:`boundary_distance` compare the observed boundary with the SAM-edge curve.
+
+The SAM step is always :func:`samedge_lib.updates.sam_step` and every edge value comes from
+:mod:`samedge_lib.edges`; nothing here re-implements either.
+
+By default the runs use the *analysed* SAM rule, ``rho g / ||g||`` (``eps = 0``). The official code adds
+``1e-5`` to ``||g||`` (``eps = SAM_NORM_EPS``); that shifts the 2-cycle by a relative amount of order
+``1e-5 / ||g||``, which is why the exact checks of chapter 2 use ``eps = 0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.func import vmap
+
+from .edges import edge_ratio, sam_edge
+from .updates import Params, sam_step
+
+DTYPE = torch.float64
+
+
+def _as_vector(name: str, value: object, dim: int | None = None) -> torch.Tensor:
+    """``value`` as a 1-D float64 tensor (of length ``dim`` if given), or a ValueError naming ``name``."""
+    if isinstance(value, np.ndarray):
+        value = np.ascontiguousarray(value)  # torch rejects negative strides (e.g. a reversed array)
+    t = torch.as_tensor(value, dtype=DTYPE).detach().clone()
+    if t.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D vector, got shape {tuple(t.shape)}")
+    if dim is not None and t.shape[0] != dim:
+        raise ValueError(f"{name} must have length {dim} (the number of eigenvalues), got {t.shape[0]}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return t
+
+
+def random_orthogonal(dim: int, seed: int) -> torch.Tensor:
+    """A Haar-random ``dim x dim`` orthogonal matrix in float64, reproducible from ``seed``.
+
+    QR of a standard Gaussian matrix, with the signs of ``R``'s diagonal moved into ``Q`` (without that
+    fix the distribution is not uniform).
+    """
+    if dim < 1:
+        raise ValueError(f"dim must be >= 1, got {dim}")
+    gen = torch.Generator().manual_seed(int(seed))
+    a = torch.randn(dim, dim, generator=gen, dtype=DTYPE)
+    q, r = torch.linalg.qr(a)
+    return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
+
+
+class Quadratic:
+    """The quadratic loss ``l(w) = 1/2 (w - w*)^T H (w - w*)`` with ``H = V diag(eigenvalues) V^T``.
+
+    Args:
+        eigenvalues: the spectrum of ``H`` (any real values; SAM's theory needs the relevant ones > 0).
+        eigenvectors: the columns of ``V``. ``None`` gives the identity (a diagonal quadratic) unless
+            ``seed`` is set, in which case ``V`` is :func:`random_orthogonal` from that seed.
+            An explicit matrix must be orthogonal to 1e-10.
+        w_star: the minimiser ``w*``; ``None`` means the origin.
+        seed: see ``eigenvectors``.
+
+    All tensors are float64: the checks of chapter 2 are at the 1e-10 level.
+
+    """
+
+    def __init__(
+        self,
+        eigenvalues: Sequence[float] | np.ndarray | torch.Tensor,
+        eigenvectors: np.ndarray | torch.Tensor | None = None,
+        w_star: Sequence[float] | np.ndarray | torch.Tensor | None = None,
+        *,
+        seed: int | None = None,
+    ) -> None:
+        self.eigenvalues = _as_vector("eigenvalues", eigenvalues)
+        d = self.eigenvalues.shape[0]
+        if d == 0:
+            raise ValueError("eigenvalues must not be empty")
+        if eigenvectors is None:
+            self.eigenvectors = torch.eye(d, dtype=DTYPE) if seed is None else random_orthogonal(d, seed)
+        else:
+            if seed is not None:
+                raise ValueError("give either eigenvectors or seed, not both")
+            if isinstance(eigenvectors, np.ndarray):
+                eigenvectors = np.ascontiguousarray(eigenvectors)
+            v = torch.as_tensor(eigenvectors, dtype=DTYPE).detach().clone()
+            if v.shape != (d, d):
+                raise ValueError(f"eigenvectors must have shape ({d}, {d}), got {tuple(v.shape)}")
+            err = (v.T @ v - torch.eye(d, dtype=DTYPE)).abs().max().item()
+            if not err < 1e-10:
+                raise ValueError(f"eigenvectors must be orthogonal (V^T V = I); max deviation is {err:.3g}")
+            self.eigenvectors = v
+        self.w_star = torch.zeros(d, dtype=DTYPE) if w_star is None else _as_vector("w_star", w_star, d)
+        self._hessian = (self.eigenvectors * self.eigenvalues) @ self.eigenvectors.T
+
+    @property
+    def dim(self) -> int:
+        """The number of parameters."""
+        return self.eigenvalues.shape[0]
+
+    def hessian(self) -> torch.Tensor:
+        """The (constant) Hessian ``H`` as a dense ``dim x dim`` float64 matrix."""
+        return self._hessian.clone()
+
+    def _check_w(self, w: torch.Tensor) -> torch.Tensor:
+        if w.shape != (self.dim,):
+            raise ValueError(f"w must have shape ({self.dim},), got {tuple(w.shape)}")
+        return w
+
+    def loss(self, w: torch.Tensor) -> torch.Tensor:
+        """``1/2 (w - w*)^T H (w - w*)``."""
+        e = self._check_w(w) - self.w_star
+        return 0.5 * e @ (self._hessian @ e)
+
+    def grad(self, w: torch.Tensor) -> torch.Tensor:
+        """``H (w - w*)``."""
+        return self._hessian @ (self._check_w(w) - self.w_star)
+
+    def components(self, w: torch.Tensor) -> torch.Tensor:
+        """The error components ``c_i = <v_i, w - w*>`` along the eigenvectors (eigenvalue order)."""
+        return self.eigenvectors.T @ (self._check_w(w) - self.w_star)
+
+    def grad_fn(self, params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, Params]:
+        """The gradient function for :mod:`samedge_lib.updates`: ``[w] -> (loss(w), [grad(w)])``."""
+        if len(params) != 1:
+            raise ValueError(f"a Quadratic takes one parameter tensor (the vector w), got {len(params)}")
+        w = params[0]
+        return self.loss(w), [self.grad(w)]
+
+
+@dataclass
+class QuadraticRun:
+    """What :func:`sam_run` recorded; row ``t`` is measured at ``w_t``, before step ``t``.
+
+    Attributes:
+        eta, rho, eps: the hyperparameters of the run.
+        eigenvalues: the spectrum of the quadratic (numpy, float64).
+        loss, grad_norm, sam_edge: per step, shape ``(steps,)``; the SAM-edge is ``2/eta`` when ``rho = 0``.
+        components: ``c_{i,t}``, shape ``(steps + 1, dim)`` (the last row is the final iterate).
+        w_final: the final iterate.
+
+    """
+
+    eta: float
+    rho: float
+    eps: float
+    eigenvalues: np.ndarray
+    loss: np.ndarray
+    grad_norm: np.ndarray
+    sam_edge: np.ndarray
+    components: np.ndarray
+    w_final: torch.Tensor
+
+    def multipliers(self) -> np.ndarray:
+        """Observed per-step multipliers ``c_{i,t+1} / c_{i,t}``, shape ``(steps, dim)``."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.components[1:] / self.components[:-1]
+
+    def frame(self) -> pd.DataFrame:
+        """A tidy table, one row per step: step, loss, grad_norm, sam_edge, lambda1_over_edge, c1 (top)."""
+        top = int(np.argmax(self.eigenvalues))
+        lam1 = float(self.eigenvalues[top])
+        return pd.DataFrame(
+            {
+                "step": np.arange(len(self.loss)),
+                "loss": self.loss,
+                "grad_norm": self.grad_norm,
+                "sam_edge": self.sam_edge,
+                "lambda1_over_edge": lam1 / self.sam_edge,
+                "c1": self.components[:-1, top],
+            }
+        )
+
+
+def sam_run(
+    quad: Quadratic,
+    w0: Sequence[float] | np.ndarray | torch.Tensor,
+    eta: float,
+    rho: float,
+    steps: int,
+    eps: float = 0.0,
+) -> QuadraticRun:
+    """Run ``steps`` SAM steps (:func:`samedge_lib.updates.sam_step`) on ``quad`` from ``w0``, in float64.
+
+    ``rho = 0`` gives GD. ``eps`` is the constant added to ``||g||`` in the ascent step: 0 is the rule the
+    theory analyses (the default here), ``1e-5`` the official code's. The SAM-edge is taken at the current
+    iterate with :func:`samedge_lib.edges.sam_edge` (no ``eps``), as the official code does.
+    """
+    if not (isinstance(steps, int) and steps >= 1):
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if not eta > 0:
+        raise ValueError(f"eta must be > 0, got {eta!r}")
+    if not rho >= 0:
+        raise ValueError(f"rho must be >= 0, got {rho!r}")
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps!r}")
+    w = _as_vector("w0", w0, quad.dim)
+    loss = np.empty(steps)
+    gnorm = np.empty(steps)
+    comps = np.empty((steps + 1, quad.dim))
+    comps[0] = quad.components(w).numpy()
+    params = [w]
+    for t in range(steps):
+        params, info = sam_step(params, quad.grad_fn, eta, rho, eps=eps)
+        loss[t] = info.loss.item()
+        gnorm[t] = info.grad_norm.item()
+        comps[t + 1] = quad.components(params[0]).numpy()
+        if not np.isfinite(comps[t + 1]).all():
+            raise FloatingPointError(
+                f"the SAM run diverged at step {t} (eta={eta}, rho={rho}); lower eta or rho"
+            )
+    edge = sam_edge(gnorm, eta, rho)
+    return QuadraticRun(
+        eta=float(eta),
+        rho=float(rho),
+        eps=float(eps),
+        eigenvalues=quad.eigenvalues.numpy().copy(),
+        loss=loss,
+        grad_norm=gnorm,
+        sam_edge=np.asarray(edge, dtype=float),
+        components=comps,
+        w_final=params[0],
+    )
+
+
+@dataclass
+class StabilityMap:
+    """One-step growth factors of an eigen-component under SAM, over a grid.
+
+    Attributes:
+        alphas: the grid of ``alpha = eta ||g|| / (2 rho)``, shape ``(A,)``, increasing.
+        ratios: the grid of ``eta lam / 2`` (curvature in units of GD's edge ``2/eta``), shape ``(Y,)``,
+            increasing.
+        growth: ``|c_{t+1}| / |c_t|`` observed after one SAM step, shape ``(Y, A)``.
+        eta, rho: the step size and radius used (the map depends on them only through the two axes).
+
+    """
+
+    alphas: np.ndarray
+    ratios: np.ndarray
+    growth: np.ndarray
+    eta: float
+    rho: float
+
+    @property
+    def grows(self) -> np.ndarray:
+        """Boolean ``(Y, A)``: the component grew in magnitude (``|c_{t+1}| > |c_t|``)."""
+        return self.growth > 1.0
+
+
+def stability_map(
+    alphas: Sequence[float] | np.ndarray,
+    ratios: Sequence[float] | np.ndarray,
+    eta: float = 0.1,
+    rho: float = 0.05,
+    split: float = 0.6,
+) -> StabilityMap:
+    """Observe, for each ``(alpha, eta lam / 2)``, whether one SAM step grows or shrinks that component.
+
+    For every grid cell a 2-D diagonal quadratic with eigenvalues ``(lam, lam/2)`` is built, with
+    ``lam = 2 ratio / eta``, and a point whose gradient has norm ``||g|| = 2 rho alpha / eta`` exactly: a
+    fraction ``split`` of the gradient lies along the probed direction, the rest along the second one (which
+    is there only so that ``||g||`` can be set independently of the probed component). One actual SAM step
+    (:func:`samedge_lib.updates.sam_step`, ``eps = 0``, all cells at once through ``torch.func.vmap``) is
+    taken and ``|c_1'| / |c_1|`` recorded. Nothing here uses the SAM-edge formula: the map is the ground
+    truth the formula is checked against.
+    """
+    a = np.asarray(alphas, dtype=float)
+    y = np.asarray(ratios, dtype=float)
+    for name, arr in (("alphas", a), ("ratios", y)):
+        if arr.ndim != 1 or arr.size < 2:
+            raise ValueError(f"{name} must be a 1-D grid with at least 2 values")
+        if not (np.isfinite(arr).all() and (arr > 0).all() and (np.diff(arr) > 0).all()):
+            raise ValueError(f"{name} must be positive, finite and strictly increasing")
+    if not eta > 0:
+        raise ValueError(f"eta must be > 0, got {eta!r}")
+    if not rho > 0:
+        raise ValueError(f"rho must be > 0 (rho = 0 is GD, whose edge is simply 2/eta), got {rho!r}")
+    if not 0 < split < 1:
+        raise ValueError(f"split must lie in (0, 1), got {split!r}")
+
+    yy, aa = np.meshgrid(y, a, indexing="ij")
+    lam = torch.as_tensor(2.0 * yy / eta, dtype=DTYPE).reshape(-1)
+    g = torch.as_tensor(2.0 * rho * aa / eta, dtype=DTYPE).reshape(-1)
+    eig = torch.stack([lam, 0.5 * lam], dim=1)  # (cells, 2)
+    g_parts = torch.stack([split * g, np.sqrt(1.0 - split**2) * g], dim=1)
+    w0 = g_parts / eig  # c_i = g_i / lam_i, so ||H w0|| = ||g||
+
+    def one_step(w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        def grad_fn(params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, Params]:
+            (p,) = params
+            return 0.5 * (h * p * p).sum(), [h * p]
+
+        new, _ = sam_step([w], grad_fn, eta, rho, eps=0.0)
+        return new[0]
+
+    w1 = vmap(one_step)(w0, eig)
+    growth = (w1[:, 0].abs() / w0[:, 0].abs()).reshape(yy.shape).numpy()
+    return StabilityMap(alphas=a, ratios=y, growth=growth, eta=float(eta), rho=float(rho))
+
+
+def stability_boundary(smap: StabilityMap) -> pd.DataFrame:
+    """The observed grow/shrink boundary of a :class:`StabilityMap`, one row per ``alpha``.
+
+    Columns: ``alpha``; ``lower`` (largest grid ratio that shrank), ``upper`` (smallest that grew),
+    ``boundary`` (their midpoint, the estimate), ``theory`` (``R(alpha) = SAM-edge / (2/eta)`` from
+    :func:`samedge_lib.edges.edge_ratio`), ``distance`` (``|boundary - theory|``), ``half_spacing`` (the
+    resolution of the estimate) and ``single_crossing`` (True when every cell below ``lower`` shrinks and
+    every cell from ``upper`` up grows, i.e. the boundary is one clean threshold). Columns whose grid does
+    not straddle the boundary get NaN for lower/upper/boundary.
+    """
+    grows = smap.grows
+    rows = []
+    for j, a in enumerate(smap.alphas):
+        col = grows[:, j]
+        idx = np.flatnonzero(col)
+        theory = float(edge_ratio(float(a)))
+        if idx.size == 0 or idx[0] == 0:
+            lower = upper = boundary = np.nan
+            single = bool(col.all()) or not col.any()
+        else:
+            k = int(idx[0])
+            lower, upper = float(smap.ratios[k - 1]), float(smap.ratios[k])
+            boundary = 0.5 * (lower + upper)
+            single = bool(col[k:].all()) and not col[:k].any()
+        rows.append(
+            {
+                "alpha": float(a),
+                "lower": lower,
+                "upper": upper,
+                "boundary": boundary,
+                "theory": theory,
+                "distance": abs(boundary - theory),
+                "half_spacing": 0.5 * (upper - lower),
+                "single_crossing": single,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def boundary_distance(smap: StabilityMap) -> float:
+    """Largest ``|observed boundary - R(alpha)|`` over the ``alpha`` columns, in units of ``eta lam / 2``.
+
+    Raises ValueError if some column has no clean single crossing inside the grid (extend ``ratios``).
+    """
+    b = stability_boundary(smap)
+    bad = b[b["boundary"].isna() | ~b["single_crossing"]]
+    if len(bad):
+        raise ValueError(
+            f"{len(bad)} alpha column(s) have no single grow/shrink crossing inside the ratio grid "
+            f"(e.g. alpha={bad['alpha'].iloc[0]:.3g}); extend the ratio grid to straddle R(alpha)"
+        )
+    return float(b["distance"].max())
+
+
+__all__ = [
+    "Quadratic",
+    "QuadraticRun",
+    "StabilityMap",
+    "boundary_distance",
+    "random_orthogonal",
+    "sam_run",
+    "stability_boundary",
+    "stability_map",
+]
