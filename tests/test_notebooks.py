@@ -14,25 +14,43 @@ REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
 
 #: Per notebook: glue key -> predicate on the glued value (checked at the smoke preset).
-GLUE_CHECKS: dict[str, dict] = {}
+GLUE_CHECKS: dict[str, dict] = {
+    "01_sam_edge_derivation": {
+        "ch1_R1": lambda v: abs(v - (5**0.5 - 1) / 2) < 1e-12,
+        "ch1_max_rel_err": lambda v: 0 <= v < 1e-12,
+        "ch1_fig_ratio": lambda v: v == "<image>",
+    },
+    "02_quadratic_ground_truth": {
+        "ch2_mult_err": lambda v: 0 <= v < 1e-10,
+        "ch2_cycle_rel_err": lambda v: 0 <= v < 1e-8,
+        "ch2_map_max_dist": lambda v: 0 <= v < 0.05,
+    },
+    "03_mnist_mlp": {"ch3_ratio_main": lambda v: v > 0, "ch3_gd_ratio": lambda v: 0 < v < 1.5},
+    "04_cifar10_cnn": {"ch4_ratio_main": lambda v: v > 0, "ch4_gd_ratio": lambda v: v > 0},
+    "05_shakespeare_transformer": {"ch5_ratio_main": lambda v: v > 0, "ch5_ratio_fixed": lambda v: v > 0},
+    "06_sharpness_benchmark": {},
+}
 
 
 def glued_values(nb: nbformat.NotebookNode) -> dict[str, object]:
-    """Map glue key -> value (parsed from its text/plain representation) of an executed notebook."""
+    """Map glue key -> value of an executed notebook (numbers parsed; figures as the string '<image>')."""
     out: dict[str, object] = {}
     for cell in nb.cells:
         for o in cell.get("outputs", []):
-            name = o.get("metadata", {}).get("scrapbook", {}).get("name")
+            meta = o.get("metadata", {}).get("scrapbook", {})
+            name = meta.get("name")
             if name is None:
                 continue
-            text = o.get("data", {}).get("text/plain", "")
+            data = o.get("data", {})
+            prefix = meta.get("mime_prefix", "")
+            if any(k.startswith(prefix + "image/") for k in data):
+                out[name] = "<image>"
+                continue
+            text = data.get(prefix + "text/plain", data.get("text/plain", ""))
             try:
-                out[name] = json.loads(text.replace("'", '"')) if text else None
-            except json.JSONDecodeError:
-                try:
-                    out[name] = float(text)
-                except ValueError:
-                    out[name] = text
+                out[name] = float(text)
+            except ValueError:
+                out[name] = text
     return out
 
 

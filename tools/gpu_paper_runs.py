@@ -25,11 +25,11 @@ from samedge_lib.train import run
 
 #: (task, rho, overrides, wall-clock guard in seconds), in priority order.
 PLAN: list[tuple[str, float, dict, float]] = [
-    ("mnist", 0.1, dict(steps=2500, measure_every=100, official_every=5, k=2), 170.0),
-    ("mnist", 0.0, dict(steps=2500, measure_every=100, official_every=5, k=2), 100.0),
-    ("cifar10", 0.1, dict(steps=3000, measure_every=100, official_every=5, k=2), 50.0),
-    ("cifar10", 0.0, dict(steps=3000, measure_every=100, official_every=5, k=2), 40.0),
-    ("shakespeare", 0.1, dict(steps=2000, measure_every=100, k=2, measure_data="both"), 70.0),
+    ("mnist", 0.1, dict(steps=3000, measure_every=100, official_every=5, k=2), 150.0),
+    ("mnist", 0.0, dict(steps=3000, measure_every=100, official_every=5, k=2), 80.0),
+    ("cifar10", 0.1, dict(steps=3000, measure_every=100, official_every=5, k=2), 40.0),
+    ("cifar10", 0.0, dict(steps=3000, measure_every=100, official_every=5, k=2), 30.0),
+    ("shakespeare", 0.1, dict(steps=2000, measure_every=100, k=2, measure_data="both"), 60.0),
 ]
 
 
