@@ -78,13 +78,15 @@ class RunConfig:
         lanczos_max_iter: cap on products per check; a check that hits it is flagged ``lanczos_converged=False``.
         official_every: also run the paper's estimator (finite-difference power iteration) every this many
             measurements; 0 = never.
-        measure_data: minibatch tasks: measure on the current ``"batch"``, a ``"fixed"`` evaluation batch, or ``"both"``.
+        measure_data: minibatch tasks: measure on the current ``"batch"``, a ``"fixed"`` evaluation batch,
+            or ``"both"``.
         dtype: parameter and data dtype. tf32: allow TF32 matmuls/convolutions on CUDA.
         device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
         checkpoint_every: write a checkpoint every this many steps (0 = only at the end).
         grad_chunk: full-batch gradients computed in chunks of this many examples (memory); ``None`` = one pass.
         max_loss: the run stops as diverged if the training loss exceeds this (or is NaN/inf).
         name: optional human label; not part of the identity hash.
+
     """
 
     task: str
@@ -125,7 +127,9 @@ class RunConfig:
         _positive("eta", self.eta)
         _positive("rho", self.rho, allow_zero=True)
         if self.optimizer == "gd" and self.rho != 0:
-            raise ConfigError(f"optimizer='gd' needs rho=0, got rho={self.rho}; use optimizer='sam' for rho > 0")
+            raise ConfigError(
+                f"optimizer='gd' needs rho=0, got rho={self.rho}; use optimizer='sam' for rho > 0"
+            )
         if self.optimizer in ("sam", "usam") and self.rho == 0:
             raise ConfigError(f"optimizer={self.optimizer!r} needs rho > 0; use optimizer='gd' for rho = 0")
         if not isinstance(self.model, dict):
@@ -143,7 +147,9 @@ class RunConfig:
         if self.task == "shakespeare" and self.batch_size is None:
             raise ConfigError("task 'shakespeare' is trained on minibatches: set batch_size (the paper: 128)")
         if self.task != "shakespeare" and self.measure_data != "batch":
-            raise ConfigError("measure_data other than 'batch' only applies to the minibatch task 'shakespeare'")
+            raise ConfigError(
+                "measure_data other than 'batch' only applies to the minibatch task 'shakespeare'"
+            )
         for name in ("n_train", "n_test", "batch_size", "grad_chunk"):
             value = getattr(self, name)
             if value is not None:
@@ -211,7 +217,9 @@ _PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             k=3,
             official_every=5,
         ),
-        "smoke": dict(eta=0.05, n_train=256, n_test=256, model=dict(depth=3, width=32), steps=30, measure_every=10, k=2),
+        "smoke": dict(
+            eta=0.05, n_train=256, n_test=256, model=dict(depth=3, width=32), steps=30, measure_every=10, k=2
+        ),
     },
     "cifar10": {
         # eta/rho for CIFAR are UNVERIFIED in the paper; eta=0.001 follows a third-party run of the official code.
@@ -229,19 +237,29 @@ _PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             official_every=5,
         ),
         "smoke": dict(
-            eta=0.005, n_train=128, n_test=128, model=dict(feature_multiplier=4), steps=30, measure_every=10, k=2
+            eta=0.005,
+            n_train=128,
+            n_test=128,
+            model=dict(feature_multiplier=4),
+            steps=30,
+            measure_every=10,
+            k=2,
         ),
     },
     "shakespeare": {
-        "paper": dict(eta=0.1, batch_size=128, loss="cross_entropy", model={}, steps=20000, measure_every=200, k=1),
+        "paper": dict(
+            eta=0.1, batch_size=128, loss="cross_entropy", model={}, steps=20000, measure_every=200, k=1
+        ),
+        # cpu: 2 layers, width 64, batches of 32 sequences; eta = 0.1 as the paper (2/eta = 20).
         "cpu": dict(
             eta=0.1,
             batch_size=32,
             loss="cross_entropy",
             model=dict(num_layers=2, num_heads=4, key_size=16, d_model=64),
-            steps=600,
-            measure_every=20,
-            k=2,
+            steps=300,
+            measure_every=25,
+            k=1,
+            official_every=4,
             measure_data="both",
         ),
         "smoke": dict(

@@ -32,7 +32,12 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
 
 
 def check_number(
-    name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None, integer: bool = False
+    name: str,
+    value: Any,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    integer: bool = False,
 ) -> Any:
     """Return ``value`` if it is a number within ``[minimum, maximum]``; else raise with the allowed range."""
     kind = "an integer" if integer else "a number"

@@ -45,7 +45,9 @@ def plot_eigenvalues(ax: Axes, df: pd.DataFrame, *, title: str = "", show_gd_edg
             color=COLORS["lambda1"] if i == 0 else COLORS["lambda_k"],
             lw=1.8 if i == 0 else 1.0,
             alpha=1.0 if i == 0 else 0.8,
-            label=r"$\lambda_1$ (exact, Lanczos)" if i == 0 else (r"$\lambda_2..\lambda_k$" if i == 1 else None),
+            label=r"$\lambda_1$ (exact, Lanczos)"
+            if i == 0
+            else (r"$\lambda_2..\lambda_k$" if i == 1 else None),
         )
     is_gd = bool(np.allclose(df["edge"], df["gd_edge"]))
     if not is_gd:
@@ -68,7 +70,13 @@ def plot_edge_zoom(ax: Axes, df: pd.DataFrame, *, title: str = "") -> Axes:
 def plot_alignment(ax: Axes, df: pd.DataFrame, *, title: str = "") -> Axes:
     """A-plot: ``|cos(g, v1)|`` and ``|cos(SAM gradient, v1)|`` over steps."""
     ax.plot(df["step"], df["align_g"], color=COLORS["grad_align"], label=r"$|\cos(g, v_1)|$")
-    ax.plot(df["step"], df["align_sam_g"], color=COLORS["sam_grad_align"], ls="--", label=r"$|\cos(g_{SAM}, v_1)|$")
+    ax.plot(
+        df["step"],
+        df["align_sam_g"],
+        color=COLORS["sam_grad_align"],
+        ls="--",
+        label=r"$|\cos(g_{SAM}, v_1)|$",
+    )
     ax.set_xlabel("step")
     ax.set_ylabel("alignment with top eigenvector")
     ax.set_ylim(0, 1.02)
@@ -108,7 +116,12 @@ def plot_estimators(ax: Axes, df: pd.DataFrame, *, title: str = "") -> Axes:
     sub = df.dropna(subset=["official_lambda"])
     ax.plot(df["step"], df["lambda_1"], color=COLORS["lambda1"], label=r"$\lambda_1$ exact (Lanczos)")
     ax.plot(
-        sub["step"], sub["official_lambda"], "o", ms=4, color=COLORS["official"], label="official estimator (FD power it.)"
+        sub["step"],
+        sub["official_lambda"],
+        "o",
+        ms=4,
+        color=COLORS["official"],
+        label="official estimator (FD power it.)",
     )
     if not np.allclose(df["edge"], df["gd_edge"]):
         ax.plot(df["step"], df["edge"], color=COLORS["sam_edge"], ls="--", label="SAM-edge")
@@ -138,10 +151,19 @@ def plot_alpha_collapse(ax: Axes, runs: Mapping[str, pd.DataFrame], *, title: st
     lo, hi = math.inf, 0.0
     for i, (label, df) in enumerate(runs.items()):
         a = df["alpha"].to_numpy()
-        ax.scatter(a, df["lambda_1"] / df["gd_edge"], s=14, color=RHO_PALETTE[i % len(RHO_PALETTE)], label=label, zorder=3)
+        ax.scatter(
+            a,
+            df["lambda_1"] / df["gd_edge"],
+            s=14,
+            color=RHO_PALETTE[i % len(RHO_PALETTE)],
+            label=label,
+            zorder=3,
+        )
         lo, hi = min(lo, a.min()), max(hi, a.max())
     grid = np.logspace(np.log10(lo / 2), np.log10(hi * 2), 200)
-    ax.plot(grid, edge_ratio(grid), color=COLORS["sam_edge"], ls="--", label=r"$R(\alpha)$ = SAM-edge/(2/$\eta$)")
+    ax.plot(
+        grid, edge_ratio(grid), color=COLORS["sam_edge"], ls="--", label=r"$R(\alpha)$ = SAM-edge/(2/$\eta$)"
+    )
     ax.set_xscale("log")
     ax.set_xlabel(r"$\alpha = \eta\|g\|/(2\rho)$")
     ax.set_ylabel(r"$\lambda_1 / (2/\eta)$")
@@ -153,7 +175,12 @@ def plot_alpha_collapse(ax: Axes, runs: Mapping[str, pd.DataFrame], *, title: st
 def plot_topk_over_edge(ax: Axes, df: pd.DataFrame, *, title: str = "") -> Axes:
     """Each tracked eigenvalue divided by the run's edge: do several pile up at the edge?"""
     for i, c in enumerate(_eig_columns(df)):
-        ax.plot(df["step"], df[c] / df["edge"], color=RHO_PALETTE[i % len(RHO_PALETTE)], label=rf"$\lambda_{i + 1}$ / edge")
+        ax.plot(
+            df["step"],
+            df[c] / df["edge"],
+            color=RHO_PALETTE[i % len(RHO_PALETTE)],
+            label=rf"$\lambda_{i + 1}$ / edge",
+        )
     ax.axhline(1.0, color=COLORS["theory"], lw=1.0, ls=":")
     ax.set_xlabel("step")
     ax.set_ylabel("eigenvalue / edge")

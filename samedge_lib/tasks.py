@@ -75,7 +75,9 @@ class Task:
         return result
 
 
-def build_task(cfg: RunConfig, device: torch.device, dtype: torch.dtype, data_dir: str | Path | None = None) -> Task:
+def build_task(
+    cfg: RunConfig, device: torch.device, dtype: torch.dtype, data_dir: str | Path | None = None
+) -> Task:
     """Load the data and build the model of ``cfg`` on ``device`` in ``dtype`` (seeded by ``cfg.seed``)."""
     gen = torch.Generator().manual_seed(cfg.seed)
     model = make_model(cfg.task, generator=gen, **cfg.model).to(device=device, dtype=dtype)
@@ -111,7 +113,9 @@ def build_task(cfg: RunConfig, device: torch.device, dtype: torch.dtype, data_di
     # shakespeare
     text = data_mod.load_tiny_shakespeare(data_dir=data_dir)
     seq_len = int(cfg.model.get("seq_len", 64))
-    batcher = data_mod.ChunkBatcher.from_tokens(text.train_tokens, batch_size=cfg.batch_size, seq_len=seq_len, seed=cfg.seed)
+    batcher = data_mod.ChunkBatcher.from_tokens(
+        text.train_tokens, batch_size=cfg.batch_size, seq_len=seq_len, seed=cfg.seed
+    )
     test_rows = data_mod.chunk_rows(text.test_tokens, batch_size=cfg.batch_size, seq_len=seq_len)
     n_test = min(cfg.n_test or test_rows.shape[0], test_rows.shape[0])
 

@@ -45,7 +45,7 @@ from .updates import StepInfo, gd_step, global_norm, sam_gradient, sam_step, usa
 DEFAULT_RUNS_ROOT = provenance.REPO_ROOT / "runs"
 
 
-class RunDiverged(RuntimeError):
+class RunDivergedError(RuntimeError):
     """Raised by :func:`run` with ``raise_on_divergence=True`` when the loss becomes NaN/inf or too large."""
 
 
@@ -78,7 +78,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' was asked for but torch sees no CUDA GPU; use device='cpu' or 'auto'")
+        raise RuntimeError(
+            "device='cuda' was asked for but torch sees no CUDA GPU; use device='cpu' or 'auto'"
+        )
     return torch.device(name)
 
 
@@ -151,7 +153,9 @@ class _Runner:
             total = None
             grads_acc = [torch.zeros_like(p) for p in ps]
             for start in range(0, batch.size, chunk):
-                sub = Batch(batch.x[start : start + chunk], batch.y[start : start + chunk], batch.label, batch.kind)
+                sub = Batch(
+                    batch.x[start : start + chunk], batch.y[start : start + chunk], batch.label, batch.kind
+                )
                 w = sub.size / batch.size
                 loss = self.task.loss(ps, sub) * w
                 grads = torch.autograd.grad(loss, ps)
@@ -177,7 +181,7 @@ class _Runner:
         return info
 
     def edge_of(self, grad_norm: float) -> float:
-        """This run's own edge: 2/eta (GD), the SAM-edge (SAM) or the USAM edge."""
+        """The run's own edge: 2/eta (GD), the SAM-edge (SAM) or the USAM edge."""
         cfg = self.cfg
         if cfg.optimizer == "usam":
             return float(usam_edge(cfg.eta, cfg.rho))
@@ -193,7 +197,9 @@ class _Runner:
         if cfg.measure_data in ("fixed", "both") and self.task.fixed_batch is not None:
             batches.append(self.task.fixed_batch)
         rows = []
-        test = self.task.metrics(self.params, self.task.test_batch) if self.task.test_batch is not None else {}
+        test = (
+            self.task.metrics(self.params, self.task.test_batch) if self.task.test_batch is not None else {}
+        )
         for batch in batches:
             t0 = time.perf_counter()
             rows.append(self._measure_on(step, batch, test))
@@ -209,8 +215,14 @@ class _Runner:
         op = HessianOperator(loss_fn, self.params, method=cfg.hvp)
         loss, g_flat = op.gradient()
         g_norm = float(g_flat.double().norm())
-        res = lanczos(op, k=cfg.k, v0=self.prev_vecs.get(batch.kind), tol=cfg.lanczos_tol, max_iter=cfg.lanczos_max_iter,
-                      generator=self.gen)
+        res = lanczos(
+            op,
+            k=cfg.k,
+            v0=self.prev_vecs.get(batch.kind),
+            tol=cfg.lanczos_tol,
+            max_iter=cfg.lanczos_max_iter,
+            generator=self.gen,
+        )
         self.prev_vecs[batch.kind] = res.eigenvectors.detach().clone()
         v1 = res.eigenvectors[:, 0]
         grad_fn = self.grad_fn_for(batch)
@@ -303,7 +315,8 @@ class _Runner:
             "wall_seconds": self.elapsed,
             "measure_seconds": self.measure_seconds,
             "measure_share": self.measure_seconds / self.elapsed if self.elapsed > 0 else math.nan,
-            "seconds_per_step_excluding_measurements": (self.elapsed - self.measure_seconds) / max(1, done_steps),
+            "seconds_per_step_excluding_measurements": (self.elapsed - self.measure_seconds)
+            / max(1, done_steps),
         }
         _atomic_write_text(self.path / "provenance.json", json.dumps(prov, indent=2))
 
@@ -340,7 +353,9 @@ class _Runner:
                     self.measurements.extend(rows)
                     self.write_tables()  # cheap, and a crash loses nothing already measured
                     last_ratio = rows[0]["lambda_1"] / rows[0]["edge"]
-                    bad = [r for r in rows if not math.isfinite(r["loss"]) or not math.isfinite(r["lambda_1"])]
+                    bad = [
+                        r for r in rows if not math.isfinite(r["loss"]) or not math.isfinite(r["lambda_1"])
+                    ]
                     if bad:
                         self.elapsed += time.perf_counter() - t0
                         return "diverged", {"step": step, "reason": f"non-finite measurement at step {step}"}
@@ -352,11 +367,19 @@ class _Runner:
                 g_norm = float(info.grad_norm)
                 self.elapsed += time.perf_counter() - t0
                 self.steps_log.append(
-                    {"step": step, "loss": loss, "grad_norm": g_norm, "edge": self.edge_of(g_norm), "wall_time": self.elapsed}
+                    {
+                        "step": step,
+                        "loss": loss,
+                        "grad_norm": g_norm,
+                        "edge": self.edge_of(g_norm),
+                        "wall_time": self.elapsed,
+                    }
                 )
                 if not math.isfinite(loss) or not math.isfinite(g_norm) or loss > cfg.max_loss:
                     reason = f"training loss {loss:.4g} (gradient norm {g_norm:.4g}) at step {step}"
-                    reason += " is not finite" if not math.isfinite(loss) else f" exceeds max_loss={cfg.max_loss:g}"
+                    reason += (
+                        " is not finite" if not math.isfinite(loss) else f" exceeds max_loss={cfg.max_loss:g}"
+                    )
                     return "diverged", {"step": step, "reason": reason}
                 step += 1
                 bar.update(1)
@@ -388,15 +411,19 @@ def run(
         data_dir: where the datasets are (default ``$SAMEDGE_DATA`` or the user cache).
         force: recompute even if a finished run of this configuration exists.
         progress: show a progress bar (steps, loss, last lambda1/edge).
-        raise_on_divergence: raise :class:`RunDiverged` (after saving everything) instead of returning.
+        raise_on_divergence: raise :class:`RunDivergedError` (after saving everything) instead of returning.
         stop_after: stop (with a checkpoint) after this many steps; used to test resuming.
         max_seconds: stop (with a checkpoint) once this call has run this long; call again to continue.
+
     """
     cfg.validate()
     path = runs_root(root) / cfg.run_name()
     if path.exists() and not force:
         status_file = path / "status.json"
-        if status_file.exists() and json.loads(status_file.read_text()).get("state") in ("finished", "diverged"):
+        if status_file.exists() and json.loads(status_file.read_text()).get("state") in (
+            "finished",
+            "diverged",
+        ):
             return load_run(path)
         if (path / "config.json").exists():
             stored = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
@@ -418,7 +445,7 @@ def run(
     runner.write_status(state, **extra)
     result = load_run(path)
     if state == "diverged" and raise_on_divergence:
-        raise RunDiverged(
+        raise RunDivergedError(
             f"run {cfg.run_name()} diverged: {extra['reason']}. Everything measured up to then is kept in {path}. "
             f"Try a smaller eta (now {cfg.eta:g}) or rho (now {cfg.rho:g})."
         )

@@ -20,7 +20,7 @@ from samedge_lib import train as train_mod
 from samedge_lib.config import ConfigError, preset_config
 from samedge_lib.edges import gd_edge, sam_edge
 from samedge_lib.tasks import build_task
-from samedge_lib.train import RunDiverged, load_run, run
+from samedge_lib.train import RunDivergedError, load_run, run
 
 REPO = Path(__file__).resolve().parent.parent
 WALL_COLUMNS = {"wall_time", "measure_seconds"}
@@ -115,7 +115,9 @@ def slow(self, step):
     time.sleep(0.15)
     return orig(self, step)
 train._Runner.update = slow
-cfg = preset_config("mnist", "smoke", rho=0.1, steps=30, measure_every=7, k=2, n_train=128, n_test=64, checkpoint_every=3)
+cfg = preset_config(
+    "mnist", "smoke", rho=0.1, steps=30, measure_every=7, k=2, n_train=128, n_test=64, checkpoint_every=3
+)
 train.run(cfg, root=sys.argv[1], progress=False)
 """
 
@@ -152,7 +154,7 @@ def test_divergence_stops_keeps_results_and_explains(tmp_path, data_dir):
     assert res.status["state"] == "diverged"
     assert "step" in res.status and "loss" in res.status["reason"]
     assert len(res.measurements) >= 1 and len(res.steps) >= 1
-    with pytest.raises(RunDiverged, match="smaller eta"):
+    with pytest.raises(RunDivergedError, match="smaller eta"):
         run(cfg, root=tmp_path / "again", progress=False, raise_on_divergence=True)
     assert load_run(tmp_path / "again" / cfg.run_name()).status["state"] == "diverged"
 

@@ -65,7 +65,10 @@ def main() -> None:
         t0 = time.perf_counter()
         res = run(cfg, root=args.root, data_dir=args.data_dir, progress=False, max_seconds=guard * args.scale)
         summary = summarize(res)
-        print(f"[{time.perf_counter() - t0:6.1f} s] {cfg.run_name()}: {json.dumps(summary, default=float)}", flush=True)
+        print(
+            f"[{time.perf_counter() - t0:6.1f} s] {cfg.run_name()}: {json.dumps(summary, default=float)}",
+            flush=True,
+        )
         pack(args.root, args.out)
 
 

@@ -1,0 +1,1014 @@
+"""Sharpness benchmark: how fast and how accurately can lambda_1 (and the top 5) be measured?
+
+One command measures, at one weight point part-way through training of the paper's MNIST MLP:
+
+1. the time of a gradient and of each HVP method (``samedge_lib.hessian.HVP_METHODS``) as a ratio to it;
+2. a converged float64 reference for the top-1 and top-5 eigenvalues (Lanczos, tol 1e-10);
+3. for top-1 and top-5, the cost (products, gradient-evaluation equivalents, wall time) and the relative
+   error of the official finite-difference power iteration (several seeds), the PyHessian-style power
+   iteration and the book's default (Lanczos, exact HVP, tol 1e-3, with its residual certificate);
+4. warm starts: 100 more training steps, then Lanczos from the previous eigenvectors against a cold start;
+5. the tracking overhead of a check every 100 SAM steps (default and official);
+6. peak memory of a gradient and of an exact-HVP check;
+7. on CUDA only: SAM steps/s in strict float32 and with TF32, and the TF32 change of lambda_1;
+8. HVP-method timings of the CNN (CIFAR-10) and the character Transformer at smaller scale.
+
+It writes ``results/benchmark/<machine-tag>.json`` (``--out`` overrides) and prints a summary table.
+``--max-seconds`` bounds the run: a section whose estimated cost does not fit in the time left is
+skipped and the skip is recorded under ``"skipped"``.
+
+Usage (from the repository root)::
+
+    python benchmarks/sharpness_benchmark.py --preset cpu                 # 2 CPU cores, a few minutes
+    python benchmarks/sharpness_benchmark.py --preset paper --device cuda --max-seconds 150
+    python benchmarks/sharpness_benchmark.py --preset smoke --out /tmp/b.json   # seconds (tests)
+
+The weights: training from the seeded initialisation with SAM (rho 0.1) for ``pretrain_steps`` steps at
+``pretrain_eta``. The paper's eta = 0.01 would need thousands of full-batch steps to leave the
+initial regime, which no benchmark budget allows, so the pre-training uses a larger step (still below
+2 / lambda_1 at initialisation, measured ~1.9 for the CPU net and ~2.9 for the paper net); the JSON
+records the loss, accuracy and lambda_1 at the point against the initial values, so a reader can check
+that the point is part-way through training (loss well down, not converged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.func import functional_call
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+
+from samedge_lib import data as data_mod  # noqa: E402
+from samedge_lib.eigen import EigResult, lanczos, official_power_iteration, pyhessian_power_iteration  # noqa: E402
+from samedge_lib.hessian import GRAD_EVALS_PER_MATVEC, HVP_METHODS, HessianOperator  # noqa: E402
+from samedge_lib.losses import get_loss  # noqa: E402
+from samedge_lib.models import count_parameters, make_model  # noqa: E402
+from samedge_lib.provenance import collect, device_description  # noqa: E402
+from samedge_lib.updates import sam_step  # noqa: E402
+
+SCHEMA = "samedge-sharpness-benchmark/1"
+#: The book's default check: Lanczos on exact HVPs at this relative residual tolerance.
+DEFAULT_TOL = 1e-3
+#: Tolerance of the float64 reference.
+REFERENCE_TOL = 1e-10
+#: Accuracy the summary's target line is about.
+TARGET_REL_ERR = 1e-3
+#: Steps between checks in the tracking-overhead estimate.
+CHECK_EVERY = 100
+
+#: Per preset: the MNIST setting, pre-training, repeats, seeds, the CNN/Transformer sizes and the time guard.
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": dict(
+        mnist=dict(n_train=256, depth=3, width=32),
+        pretrain_steps=40,
+        pretrain_eta=0.5,
+        rho=0.1,
+        warm_steps=20,
+        repeats=3,
+        official_seeds=(2, 0),  # (top-1, top-5); 0: not run (its top-5 takes 500 HVPs at this size)
+        pyhessian_seeds=(1, 1),
+        lanczos_seeds=(2, 2),
+        cnn=dict(n_train=32, feature_multiplier=4),
+        transformer=dict(batch_size=4, num_layers=1, num_heads=2, key_size=8, d_model=16, seq_len=16),
+        tf32_steps=3,
+        max_seconds=300.0,
+    ),
+    "cpu": dict(
+        mnist=dict(n_train=2000, depth=3, width=256),
+        pretrain_steps=120,
+        pretrain_eta=0.5,
+        rho=0.1,
+        warm_steps=100,
+        repeats=5,
+        official_seeds=(5, 1),
+        pyhessian_seeds=(2, 1),
+        lanczos_seeds=(3, 2),
+        cnn=dict(n_train=256, feature_multiplier=16),
+        transformer=dict(batch_size=32, num_layers=2, num_heads=4, key_size=16, d_model=64, seq_len=64),
+        tf32_steps=5,
+        max_seconds=1200.0,
+    ),
+    "paper": dict(
+        mnist=dict(n_train=None, depth=4, width=1000),
+        pretrain_steps=200,
+        pretrain_eta=0.3,
+        rho=0.1,
+        warm_steps=100,
+        repeats=5,
+        official_seeds=(3, 1),
+        pyhessian_seeds=(2, 1),
+        lanczos_seeds=(3, 2),
+        cnn=dict(n_train=1000, feature_multiplier=16),
+        transformer=dict(batch_size=128, num_layers=6, num_heads=8, key_size=32, d_model=128, seq_len=64),
+        tf32_steps=20,
+        max_seconds=150.0,
+    ),
+}
+
+
+# ------------------------------------------------------------------------------------------ timing helpers
+class Clock:
+    """Wall-clock budget of the whole run; sections ask whether their estimated cost still fits."""
+
+    def __init__(self, max_seconds: float) -> None:
+        self.start = time.perf_counter()
+        self.max_seconds = max_seconds
+        self.skipped: dict[str, str] = {}
+
+    def elapsed(self) -> float:
+        """Seconds since the start of the run."""
+        return time.perf_counter() - self.start
+
+    def fits(self, section: str, estimate_s: float) -> bool:
+        """True if ``estimate_s`` more seconds fit in the budget; else record why ``section`` is skipped."""
+        left = self.max_seconds - self.elapsed()
+        if estimate_s <= left:
+            return True
+        self.skipped[section] = (
+            f"skipped by --max-seconds {self.max_seconds:g}: "
+            f"estimated {estimate_s:.1f} s, {max(left, 0):.1f} s left"
+        )
+        print(f"  [skip] {section}: {self.skipped[section]}", flush=True)
+        return False
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work so wall-clock times mean what they say."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
+    """``(fn(), seconds)`` with device synchronisation on both ends."""
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - t0
+
+
+def repeat_time(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 1) -> dict[str, Any]:
+    """Median/min/max seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        timed(fn, device)
+    times = [timed(fn, device)[1] for _ in range(repeats)]
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "n": repeats}
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median and range of a list of numbers."""
+    vals = [float(v) for v in values]
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+# ------------------------------------------------------------------------------------------ problem setup
+class Problem:
+    """A model, a fixed batch and a functional loss; builds gradients, operators and SAM steps."""
+
+    def __init__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_name: str) -> None:
+        self.model = model
+        self.names = [n for n, _ in model.named_parameters()]
+        self.x, self.y = x, y
+        self.loss = get_loss(loss_name)
+        self.loss_name = loss_name
+
+    def loss_fn(self, params: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The batch loss at ``params`` (functional: the model's own parameters are not used)."""
+        out = functional_call(self.model, dict(zip(self.names, params, strict=True)), (self.x,))
+        return self.loss(out, self.y)
+
+    def grad_fn(self, params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(loss, grads)`` at ``params`` (one forward and one backward pass)."""
+        leaves = [p.detach().requires_grad_(True) for p in params]
+        with torch.enable_grad():
+            loss = self.loss_fn(leaves)
+            grads = torch.autograd.grad(loss, leaves)
+        return loss.detach(), [g.detach() for g in grads]
+
+    def operator(self, params: Sequence[torch.Tensor], method: str) -> HessianOperator:
+        """A fresh Hessian operator at ``params``."""
+        return HessianOperator(self.loss_fn, params, method=method)
+
+    def as_dtype(self, dtype: torch.dtype) -> Problem:
+        """The same problem with the model and the floating-point data cast to ``dtype``."""
+        import copy
+
+        model = copy.deepcopy(self.model).to(dtype=dtype)
+        x = self.x.to(dtype) if self.x.is_floating_point() else self.x
+        y = self.y.to(dtype) if self.y.is_floating_point() else self.y
+        return Problem(model, x, y, self.loss_name)
+
+
+def mnist_problem(spec: dict[str, Any], device: torch.device, seed: int, data_dir: str | None) -> Problem:
+    """The MNIST MLP of ``spec`` on the first ``n_train`` training images (full batch), float32."""
+    ds = data_mod.load_mnist(data_dir=data_dir, n_train=spec["n_train"], n_test=1000)
+    model = make_model("mnist", seed=seed, depth=spec["depth"], width=spec["width"]).to(device)
+    return Problem(model, ds.x_train.to(device), ds.t_train.to(device), "mse_mean")
+
+
+def cnn_problem(spec: dict[str, Any], device: torch.device, seed: int, data_dir: str | None) -> Problem:
+    """The CIFAR-10 CNN on the first ``n_train`` training images (full batch), float32."""
+    ds = data_mod.load_cifar10(data_dir=data_dir, n_train=spec["n_train"], n_test=10)
+    model = make_model("cifar10", seed=seed, feature_multiplier=spec["feature_multiplier"]).to(device)
+    return Problem(model, ds.x_train.to(device), ds.t_train.to(device), "mse_mean")
+
+
+def transformer_problem(
+    spec: dict[str, Any], device: torch.device, seed: int, data_dir: str | None
+) -> Problem:
+    """The character Transformer on one minibatch of tiny_shakespeare (the batch of step 0)."""
+    text = data_mod.load_tiny_shakespeare(data_dir=data_dir)
+    batcher = data_mod.ChunkBatcher.from_tokens(
+        text.train_tokens, batch_size=spec["batch_size"], seq_len=spec["seq_len"], seed=seed
+    )
+    xb, yb = batcher.batch(0)
+    sizes = {k: spec[k] for k in ("num_layers", "num_heads", "key_size", "d_model", "seq_len")}
+    model = make_model("shakespeare", seed=seed, **sizes).to(device)
+    return Problem(model, xb.to(device), yb.to(device), "cross_entropy")
+
+
+def initial_params(problem: Problem) -> list[torch.Tensor]:
+    """The model's (seeded) initial parameters as detached clones."""
+    return [p.detach().clone() for p in problem.model.parameters()]
+
+
+@torch.no_grad()
+def accuracy(problem: Problem, params: Sequence[torch.Tensor]) -> float:
+    """Training accuracy of an image classifier at ``params``."""
+    out = functional_call(problem.model, dict(zip(problem.names, params, strict=True)), (problem.x,))
+    return float((out.argmax(-1) == problem.y.argmax(-1)).float().mean())
+
+
+class TrainingDivergedError(RuntimeError):
+    """The pre-training loss became non-finite or grew tenfold: the step size is too large."""
+
+
+def train(
+    problem: Problem, params: list[torch.Tensor], steps: int, eta: float, rho: float
+) -> list[torch.Tensor]:
+    """``steps`` full-batch SAM steps (``samedge_lib.updates.sam_step``) from ``params``."""
+    first: float | None = None
+    for step in range(steps):
+        params, info = sam_step(params, problem.grad_fn, eta, rho)
+        loss = float(info.loss)
+        first = loss if first is None else first
+        if not math.isfinite(loss) or loss > 10 * first:
+            raise TrainingDivergedError(
+                f"SAM at eta {eta:g} diverged at step {step} (loss {loss:.3g}, first {first:.3g})"
+            )
+    return [p.detach() for p in params]
+
+
+def pretrain(
+    problem: Problem, params0: list[torch.Tensor], cfg: dict[str, Any], notes: list[str]
+) -> list[torch.Tensor]:
+    """Pre-train to the benchmark point; on divergence halve ``cfg["pretrain_eta"]`` (at most twice)."""
+    for attempt in range(3):
+        try:
+            return train(problem, params0, cfg["pretrain_steps"], cfg["pretrain_eta"], cfg["rho"])
+        except TrainingDivergedError as exc:
+            if attempt == 2:
+                raise
+            notes.append(f"{exc}; pre-training restarted from the initialisation with eta halved")
+            cfg["pretrain_eta"] /= 2
+    raise AssertionError("unreachable")
+
+
+# ------------------------------------------------------------------------------------------ measurements
+def hvp_timings(
+    problem: Problem, params: list[torch.Tensor], repeats: int, device: torch.device
+) -> dict[str, Any]:
+    """Gradient time and, per HVP method, the median product time and its ratio to a gradient."""
+    grad = repeat_time(lambda: problem.grad_fn(params), device, repeats)
+    gen = torch.Generator().manual_seed(1234)
+    dim = sum(p.numel() for p in params)
+    vectors = [
+        torch.randn(dim, generator=gen).to(device=device, dtype=params[0].dtype) for _ in range(repeats + 1)
+    ]
+    methods: dict[str, Any] = {}
+    for method in HVP_METHODS:
+        op = problem.operator(params, method)
+        build_s = None
+        if method == "exact":  # the one-off graph build a check pays per point (shared with the gradient)
+            _, build_s = timed(op.gradient, device)
+        timed(lambda op=op: op.matvec(vectors[0]), device)  # warm-up (forward-AD decompositions, allocator)
+        times = [timed(lambda op=op, v=v: op.matvec(v), device)[1] for v in vectors[1:]]
+        med = statistics.median(times)
+        methods[method] = {
+            "median_s": med,
+            "min_s": min(times),
+            "max_s": max(times),
+            "ratio_to_gradient": med / grad["median_s"],
+            "nominal_grad_evals": GRAD_EVALS_PER_MATVEC[method],
+            "graph_build_s": build_s,
+            "graph_build_ratio": None if build_s is None else build_s / grad["median_s"],
+        }
+        del op
+    return {"gradient": grad, "methods": methods, "n_params": dim}
+
+
+def rel_errors(estimate: Sequence[float], reference: Sequence[float]) -> list[float]:
+    """``|est_i - ref_i| / |ref_i|`` index by index (both sorted in decreasing order)."""
+    est = sorted((float(e) for e in estimate), reverse=True)
+    ref = sorted((float(r) for r in reference), reverse=True)[: len(est)]
+    return [abs(e - r) / abs(r) for e, r in zip(est, ref, strict=True)]
+
+
+def solve(
+    problem: Problem,
+    params: list[torch.Tensor],
+    solver: str,
+    k: int,
+    seed: int,
+    reference: Sequence[float],
+    device: torch.device,
+    v0: torch.Tensor | None = None,
+) -> tuple[dict[str, Any], EigResult]:
+    """One solver run from a fresh operator (its graph build and gradient included in the cost)."""
+    gen = torch.Generator().manual_seed(seed)
+    method = "finite_difference" if solver == "official" else "exact"
+    op = problem.operator(params, method)
+
+    def run() -> EigResult:
+        if solver in ("official", "official_exact_hvp"):
+            return official_power_iteration(op, k=k, generator=gen)
+        if solver == "pyhessian":
+            return pyhessian_power_iteration(op, k=k, tol=1e-3, max_iter=100, generator=gen)
+        if solver == "lanczos":
+            return lanczos(op, k=k, v0=v0, tol=DEFAULT_TOL, generator=gen)
+        raise ValueError(f"unknown solver {solver!r}")
+
+    res, wall = timed(run, device)
+    errs = rel_errors(res.eigenvalues.tolist(), reference)
+    row: dict[str, Any] = {
+        "seed": seed,
+        "eigenvalues": [float(e) for e in res.eigenvalues],
+        "rel_err": errs,
+        "max_rel_err": max(errs),
+        "n_matvec": int(res.n_matvec),
+        "n_grad_evals": int(op.n_grad_evals),
+        "wall_s": wall,
+        "converged": bool(res.converged),
+        "residuals": [float(r) for r in res.residuals],
+        "warm": v0 is not None,
+    }
+    if res.ritz_residuals is not None:
+        row["ritz_residuals"] = [float(r) for r in res.ritz_residuals]
+    if solver == "lanczos":  # validate the certificate with true residuals (extra products, not counted)
+        true_res = []
+        for i in range(res.eigenvectors.shape[1]):
+            u = res.eigenvectors[:, i]
+            hu = op.matvec(u).double()
+            theta = float(res.eigenvalues[i])
+            true_res.append(float(torch.linalg.vector_norm(hu - theta * u.double())) / abs(theta))
+        row["true_residuals"] = true_res
+        # |theta - lambda| <= ||r|| for a unit vector (Weyl/Bauer-Fike), i.e. rel. error <= residual.
+        row["certified_rel_err_bound"] = max(true_res)
+    return row, res
+
+
+def summarise_runs(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median and range over seeds of cost and error."""
+    return {
+        key: spread([r[key] for r in rows]) for key in ("n_matvec", "n_grad_evals", "wall_s", "max_rel_err")
+    } | {"all_converged": all(r["converged"] for r in rows)}
+
+
+def reference_spectrum(
+    problem64: Problem, params: list[torch.Tensor], k: int, device: torch.device
+) -> tuple[dict[str, Any], EigResult]:
+    """Converged float64 reference: Lanczos on exact HVPs of the float64 model, tol 1e-10, true residuals."""
+    p64 = [p.double() for p in params]
+    op = problem64.operator(p64, "exact")
+    res, wall = timed(
+        lambda: lanczos(
+            op, k=k, tol=REFERENCE_TOL, generator=torch.Generator().manual_seed(777), true_residuals=True
+        ),
+        device,
+    )
+    return {
+        "eigenvalues": [float(e) for e in res.eigenvalues],
+        "true_residuals": [float(r) for r in res.residuals],
+        "n_matvec": int(res.n_matvec),
+        "wall_s": wall,
+        "converged": bool(res.converged),
+        "dtype": "float64",
+        "method": f"lanczos k={k} tol={REFERENCE_TOL:g} on exact HVPs, float64 model, data, weights",
+    }, res
+
+
+def product_bias(
+    problem: Problem, params: list[torch.Tensor], vectors: torch.Tensor, eigenvalues: Sequence[float]
+) -> dict[str, Any]:
+    """Bias of one product at the reference eigenvectors, for the official and the exact HVP (float32).
+
+    For a reference eigenpair ``(lambda, u)``, an unbiased product gives ``u . Hu = ||Hu|| = lambda``.
+    The relative deviations of the Rayleigh quotient and of the norm (the quantity the official power
+    iteration reports) isolate the error of the *product* from that of the solver.
+    """
+    out: dict[str, Any] = {}
+    for method in ("finite_difference", "exact"):
+        op = problem.operator(params, method)
+        rows = []
+        for i, lam in enumerate(eigenvalues):
+            u64 = vectors[:, i].double()
+            u64 = u64 / torch.linalg.vector_norm(u64)
+            hu = op.matvec(u64.to(params[0].dtype)).double()
+            rows.append(
+                {
+                    "index": i + 1,
+                    "rayleigh_rel": (float(u64 @ hu) - lam) / abs(lam),
+                    "norm_rel": (float(torch.linalg.vector_norm(hu)) - abs(lam)) / abs(lam),
+                }
+            )
+        out[method] = rows
+    return out
+
+
+def _proc_status_kib(field: str) -> int | None:
+    """A ``/proc/self/status`` field in KiB (Linux), or None where it does not exist."""
+    try:
+        m = re.search(rf"^{field}:\s+(\d+)\s+kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(m.group(1)) if m else None
+
+
+def _reset_peak_rss() -> bool:
+    """Trim the heap and reset the kernel's peak-RSS mark, so that the next peak is the next operation's.
+
+    glibc ``malloc_trim`` returns freed heap memory to the OS; writing 5 to ``/proc/self/clear_refs``
+    (Linux >= 4.0) resets VmHWM to the current RSS.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def saved_tensor_mib(fn: Callable[[], Any]) -> float:
+    """MiB of distinct tensors autograd saves for backward while ``fn`` runs (device independent).
+
+    A gradient saves the activations of one forward pass; an exact-HVP check saves those of the
+    forward pass and of the differentiable backward pass (``create_graph=True``), which it holds for the
+    whole check. Tensors are counted once per storage.
+    """
+    seen: dict[tuple[int, int], int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        try:
+            key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+            seen[key] = key[1]
+        except (RuntimeError, NotImplementedError):
+            pass
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values()) / 2**20
+
+
+def memory_section(problem: Problem, params: list[torch.Tensor], device: torch.device) -> dict[str, Any]:
+    """Peak memory of a gradient, of the default exact-HVP check and of the official check."""
+    out: dict[str, Any] = {}
+
+    def grad() -> Any:
+        return problem.grad_fn(params)
+
+    def check() -> Any:
+        return lanczos(
+            problem.operator(params, "exact"),
+            k=1,
+            tol=DEFAULT_TOL,
+            generator=torch.Generator().manual_seed(0),
+        )
+
+    def official() -> Any:
+        op = problem.operator(params, "finite_difference")
+        return official_power_iteration(op, k=1, generator=torch.Generator().manual_seed(0))
+
+    ops = (("gradient", grad), ("check", check), ("official_check", official))
+    if device.type == "cuda":
+        out["how"] = (
+            "torch.cuda.max_memory_allocated during the operation minus memory_allocated before it (MiB)"
+        )
+        for name, fn in ops:
+            torch.cuda.empty_cache()
+            sync(device)
+            base = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            fn()
+            sync(device)
+            out[f"{name}_mib"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    else:
+        out["how"] = (
+            "CPU: increase of the process's peak resident set size (Linux VmHWM, reset before each operation "
+            "via /proc/self/clear_refs after glibc malloc_trim) over the RSS before it (MiB). Memory the "
+            "allocator kept from earlier work can be reused without raising RSS, so these are lower bounds; "
+            "see saved_tensor_mib for a device-independent count"
+        )
+        for name, fn in ops:
+            if not _reset_peak_rss():
+                out["how"] = "peak RSS unavailable (no /proc/self/clear_refs)"
+                out[f"{name}_mib"] = None
+                continue
+            before = _proc_status_kib("VmRSS") or 0
+            fn()
+            peak = _proc_status_kib("VmHWM") or 0
+            out[f"{name}_mib"] = max(peak - before, 0) / 1024
+    # The official check's products are plain gradients: it saves what a gradient saves.
+    out["saved_tensor_mib"] = {name: saved_tensor_mib(fn) for name, fn in ops[:2]}
+    out["saved_tensor_how"] = (
+        "MiB of distinct storages autograd saved for backward during the operation (gradient; default check)"
+    )
+    out["param_mib"] = sum(p.numel() * p.element_size() for p in params) / 2**20
+    g, c = out.get("gradient_mib"), out.get("check_mib")
+    out["check_over_gradient"] = c / g if g and c is not None else None
+    st = out["saved_tensor_mib"]
+    out["saved_check_over_gradient"] = st["check"] / st["gradient"] if st["gradient"] > 0 else None
+    return out
+
+
+def set_tf32(enabled: bool) -> None:
+    """Switch TF32 for matmuls and cuDNN convolutions."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+def tf32_section(
+    problem: Problem, params: list[torch.Tensor], cfg: dict[str, Any], device: torch.device, reference: float
+) -> dict[str, Any]:
+    """SAM steps/s and lambda_1 (exact Lanczos, tol 1e-6) in strict float32 and with TF32, same weights."""
+    out: dict[str, Any] = {}
+    eta, rho = cfg["pretrain_eta"], cfg["rho"]
+    for mode, flag in (("strict_fp32", False), ("tf32", True)):
+        set_tf32(flag)
+        t = repeat_time(
+            lambda: sam_step(params, problem.grad_fn, eta, rho), device, cfg["tf32_steps"], warmup=2
+        )
+        op = problem.operator(params, "exact")
+        res = lanczos(op, k=1, tol=1e-6, generator=torch.Generator().manual_seed(0))
+        fd_op = problem.operator(params, "finite_difference")
+        off = official_power_iteration(fd_op, k=1, generator=torch.Generator().manual_seed(0))
+        out[mode] = {
+            "sam_step_s": t["median_s"],
+            "sam_steps_per_s": 1.0 / t["median_s"],
+            "lambda1_lanczos": float(res.eigenvalues[0]),
+            "lambda1_rel_err_vs_fp64": abs(float(res.eigenvalues[0]) - reference) / abs(reference),
+            "official_lambda1_seed0": float(off.eigenvalues[0]),
+            "official_rel_err_vs_fp64": abs(float(off.eigenvalues[0]) - reference) / abs(reference),
+        }
+    set_tf32(False)
+    a, b = out["strict_fp32"]["lambda1_lanczos"], out["tf32"]["lambda1_lanczos"]
+    out["lambda1_rel_diff_tf32_vs_strict"] = abs(b - a) / abs(a)
+    out["speedup_tf32"] = out["tf32"]["sam_steps_per_s"] / out["strict_fp32"]["sam_steps_per_s"]
+    return out
+
+
+# ------------------------------------------------------------------------------------------ the run
+def machine_tag(device: torch.device) -> str:
+    """``cpu-<n>core`` or the GPU name slugified (``nvidia-h200``)."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return f"cpu-{os.cpu_count()}core"
+
+
+def pick_device(arg: str) -> torch.device:
+    """``auto``: CUDA when available, else CPU."""
+    if arg == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if arg == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "--device cuda was asked for but torch.cuda.is_available() is False; use --device cpu"
+        )
+    if arg not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, got {arg!r}")
+    return torch.device(arg)
+
+
+def benchmark(
+    cfg: dict[str, Any], device: torch.device, seed: int, data_dir: str | None, clock: Clock, notes: list[str]
+) -> dict[str, Any]:
+    """Run every section that fits in the budget; return the JSON-ready result (``notes`` gets remarks)."""
+    result: dict[str, Any] = {}
+    log = lambda msg: print(f"[{clock.elapsed():7.1f} s] {msg}", flush=True)  # noqa: E731
+
+    # ---- 1. the benchmark point
+    log("MNIST: loading data and model")
+    prob = mnist_problem(cfg["mnist"], device, seed, data_dir)
+    params0 = initial_params(prob)
+    loss0 = float(prob.loss_fn(params0))
+    acc0 = accuracy(prob, params0)
+    log(f"pre-training: {cfg['pretrain_steps']} SAM steps, eta {cfg['pretrain_eta']}, rho {cfg['rho']}")
+    params, pre_s = timed(lambda: pretrain(prob, params0, cfg, notes), device)
+    mn: dict[str, Any] = {
+        "setting": {
+            "model": f"MLP depth {cfg['mnist']['depth']} width {cfg['mnist']['width']}",
+            "n_params": count_parameters(prob.model),
+            "n_train": int(prob.x.shape[0]),
+            "loss": "mse_mean",
+            "dtype": "float32",
+        },
+        "point": {
+            "how": "SAM (samedge_lib.updates.sam_step) from the seeded initialisation, full batch",
+            "pretrain_steps": cfg["pretrain_steps"],
+            "eta": cfg["pretrain_eta"],
+            "rho": cfg["rho"],
+            "seconds": pre_s,
+            "loss_init": loss0,
+            "loss": float(prob.loss_fn(params)),
+            "train_accuracy_init": acc0,
+            "train_accuracy": accuracy(prob, params),
+        },
+    }
+    result["mnist"] = mn
+
+    # ---- 2. HVP timings
+    log("HVP timings")
+    mn["hvp_timing"] = hvp_timings(prob, params, cfg["repeats"], device)
+    tg = mn["hvp_timing"]["gradient"]["median_s"]
+    hvp_s = mn["hvp_timing"]["methods"]["exact"]["median_s"]
+    fd_s = mn["hvp_timing"]["methods"]["finite_difference"]["median_s"]
+
+    # ---- 3. float64 reference
+    prob64 = prob.as_dtype(torch.float64)
+    if not clock.fits("reference", 150 * hvp_s * 3):
+        return result
+    log("float64 reference (top-5, tol 1e-10)")
+    ref, ref_res = reference_spectrum(prob64, params, 5, device)
+    mn["reference"] = ref
+    mn["product_bias"] = product_bias(prob, params, ref_res.eigenvectors, ref["eigenvalues"])
+    ref_vals = ref["eigenvalues"]
+    lam1 = ref_vals[0]
+    # Sanity check for the official estimator (largest magnitude): the most negative eigenvalue, roughly.
+    op_sa = prob64.operator([p.double() for p in params], "exact")
+    sa = lanczos(op_sa, k=1, which="SA", tol=1e-3, max_iter=40, generator=torch.Generator().manual_seed(5))
+    mn["reference"]["lambda_min_estimate"] = float(sa.eigenvalues[0])
+    mn["reference"]["lambda_min_note"] = (
+        "Lanczos SA, <= 40 steps, tol 1e-3 (rough); |lambda_min| < lambda_1 means LM = LA"
+    )
+    mn["point"]["lambda1"] = lam1
+    mn["point"]["two_over_eta"] = 2 / cfg["pretrain_eta"]
+
+    # ---- 4. solvers
+    mn["solvers"] = {}
+    first_vectors: dict[int, torch.Tensor] = {}
+    for k, idx in ((1, 0), (5, 1)):
+        key = f"top{k}"
+        block: dict[str, Any] = {}
+        mn["solvers"][key] = block
+        plan = [
+            ("lanczos", cfg["lanczos_seeds"][idx], 40 * k * hvp_s),
+            ("pyhessian", cfg["pyhessian_seeds"][idx], 100 * k * hvp_s),
+            ("official", cfg["official_seeds"][idx], 100 * k * fd_s),
+        ]
+        if k == 1:
+            plan.append(("official_exact_hvp", 1, 100 * hvp_s))
+        for solver, n_seeds, worst in plan:
+            rows = []
+            for s in range(n_seeds):
+                # always at least one run when it fits; further seeds only while there is time
+                if not clock.fits(f"{key}/{solver}/seed{s}", worst if s == 0 else worst * 0.5):
+                    break
+                row, res = solve(prob, params, solver, k, s, ref_vals[:k], device)
+                rows.append(row)
+                if solver == "lanczos" and s == 0:
+                    first_vectors[k] = res.eigenvectors.detach().clone()
+            if rows:
+                block[solver] = {"runs": rows, "summary": summarise_runs(rows)}
+                sm = block[solver]["summary"]
+                log(
+                    f"{key} {solver:18s} HVPs {sm['n_matvec']['median']:6.0f}  grad-evals "
+                    f"{sm['n_grad_evals']['median']:6.0f}  rel.err {sm['max_rel_err']['median']:.2e}"
+                )
+
+    # ---- 5. tracking overhead (needs a SAM-step time and the check times measured above)
+    log("SAM step time")
+    sam_t = repeat_time(
+        lambda: sam_step(params, prob.grad_fn, cfg["pretrain_eta"], cfg["rho"]),
+        device,
+        cfg["repeats"],
+        warmup=1,
+    )
+    over: dict[str, Any] = {
+        "check_every": CHECK_EVERY,
+        "sam_step": sam_t,
+        "sam_step_over_gradient": sam_t["median_s"] / tg,
+    }
+    for solver in ("lanczos", "official"):
+        blk = mn["solvers"].get("top1", {}).get(solver)
+        if blk is None:
+            continue
+        check_s = blk["summary"]["wall_s"]["median"]
+        evals = blk["summary"]["n_grad_evals"]["median"]
+        over[solver] = {
+            "check_s": check_s,
+            "share_of_wall_time": check_s / (CHECK_EVERY * sam_t["median_s"] + check_s),
+            "share_in_grad_evals": evals / (2 * CHECK_EVERY + evals),
+        }
+    mn["overhead"] = over
+
+    # ---- 6. warm start
+    if 1 in first_vectors and clock.fits(
+        "warm_start", 2 * cfg["warm_steps"] * tg + 200 * hvp_s * 3 + 60 * hvp_s
+    ):
+        log(f"warm start: {cfg['warm_steps']} more SAM steps, fresh reference")
+        params_b = train(prob, params, cfg["warm_steps"], cfg["pretrain_eta"], cfg["rho"])
+        ref_b, _ = reference_spectrum(prob64, params_b, 5, device)
+        warm: dict[str, Any] = {
+            "steps_between": cfg["warm_steps"],
+            "reference": ref_b,
+            "loss": float(prob.loss_fn(params_b)),
+        }
+        for k, idx in ((1, 0), (5, 1)):
+            if k not in first_vectors:
+                continue
+            cold = [
+                solve(prob, params_b, "lanczos", k, 100 + s, ref_b["eigenvalues"][:k], device)[0]
+                for s in range(cfg["lanczos_seeds"][idx])
+            ]
+            hot, _ = solve(
+                prob, params_b, "lanczos", k, 0, ref_b["eigenvalues"][:k], device, v0=first_vectors[k]
+            )
+            cold_sum = summarise_runs(cold)
+            warm[f"top{k}"] = {
+                "cold": {"runs": cold, "summary": cold_sum},
+                "warm": hot,
+                "warm_over_cold_matvec": hot["n_matvec"] / cold_sum["n_matvec"]["median"],
+            }
+            log(f"warm top{k}: {hot['n_matvec']} HVPs vs cold {cold_sum['n_matvec']['median']:.0f}")
+        mn["warm_start"] = warm
+
+    # ---- 7. memory
+    if clock.fits("memory", 4 * (2 * tg + 30 * hvp_s + 200 * tg)):
+        log("peak memory")
+        mn["memory"] = memory_section(prob, params, device)
+
+    # ---- 8. TF32 (CUDA only)
+    if device.type == "cuda":
+        if clock.fits("tf32", 2 * (cfg["tf32_steps"] + 2) * 2 * tg + 2 * 60 * hvp_s + 2 * 200 * tg):
+            log("TF32 versus strict float32")
+            mn["tf32"] = tf32_section(prob, params, cfg, device, lam1)
+    else:
+        clock.skipped["tf32"] = "CUDA only (TF32 does not exist on CPUs)"
+
+    # ---- 9. CNN and Transformer: HVP-method timings at the seeded initialisation
+    for name, builder in (("cnn", cnn_problem), ("transformer", transformer_problem)):
+        if not clock.fits(name, 10.0 if device.type == "cuda" else 30.0):
+            continue
+        log(f"{name}: HVP timings")
+        p = builder(cfg[name], device, seed, data_dir)
+        pp = initial_params(p)
+        result[name] = {
+            "setting": dict(cfg[name])
+            | {"n_params": count_parameters(p.model), "point": "seeded initialisation"},
+            "hvp_timing": hvp_timings(p, pp, cfg["repeats"], device),
+        }
+        del p, pp
+    return result
+
+
+def targets(result: dict[str, Any]) -> dict[str, Any]:
+    """The two headline numbers, computed from the measurements (None when a section was skipped)."""
+    out: dict[str, Any] = {}
+    top1 = result.get("mnist", {}).get("solvers", {}).get("top1", {})
+    if "lanczos" in top1 and "official" in top1:
+        lz, off = top1["lanczos"]["summary"], top1["official"]["summary"]
+        out["default_max_rel_err"] = lz["max_rel_err"]["max"]
+        out["default_reaches_target"] = lz["max_rel_err"]["max"] <= TARGET_REL_ERR
+        out["official_median_rel_err"] = off["max_rel_err"]["median"]
+        out["grad_eval_ratio_official_over_default"] = (
+            off["n_grad_evals"]["median"] / lz["n_grad_evals"]["median"]
+        )
+        out["wall_ratio_official_over_default"] = off["wall_s"]["median"] / lz["wall_s"]["median"]
+    warm = result.get("mnist", {}).get("warm_start", {})
+    if "top1" in warm:
+        out["warm_percent_of_cold_top1"] = 100 * warm["top1"]["warm_over_cold_matvec"]
+    if "top5" in warm:
+        out["warm_percent_of_cold_top5"] = 100 * warm["top5"]["warm_over_cold_matvec"]
+    return out
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """The human summary table (also stored in the JSON)."""
+    lines: list[str] = []
+    mn = result.get("mnist", {})
+    if "hvp_timing" in mn:
+        ht = mn["hvp_timing"]
+        lines.append(
+            f"gradient: {1e3 * ht['gradient']['median_s']:.1f} ms (median); HVP time / gradient time:"
+        )
+        for m, d in ht["methods"].items():
+            extra = (
+                f"  (+ graph build {d['graph_build_ratio']:.2f}x once per point)"
+                if d["graph_build_ratio"]
+                else ""
+            )
+            lines.append(f"  {m:22s} {d['ratio_to_gradient']:5.2f}x{extra}")
+    if "reference" in mn:
+        ref = mn["reference"]["eigenvalues"]
+        lines.append("float64 reference top-5: " + ", ".join(f"{v:.6g}" for v in ref))
+    pb = mn.get("product_bias")
+    if pb:
+        fd = ", ".join(f"{r['rayleigh_rel']:+.1e}" for r in pb["finite_difference"])
+        ex = max(abs(r["rayleigh_rel"]) for r in pb["exact"])
+        lines.append(
+            f"one product at reference eigenvectors u_1..u_5, (u.Hu - lambda)/lambda: finite difference {fd};"
+        )
+        lines.append(f"  exact HVP (float32) at most {ex:.1e}")
+    for key in ("top1", "top5"):
+        blk = mn.get("solvers", {}).get(key)
+        if not blk:
+            continue
+        lines.append(
+            f"{key}: solver               HVPs      grad-evals  wall [s]  max rel. error (median [min, max])"
+        )
+        for solver, d in blk.items():
+            s = d["summary"]
+            e = s["max_rel_err"]
+            lines.append(
+                f"  {solver:20s} {s['n_matvec']['median']:6.0f} {s['n_grad_evals']['median']:12.0f} "
+                f"{s['wall_s']['median']:9.3f}  {e['median']:.2e} [{e['min']:.2e}, {e['max']:.2e}]"
+            )
+        lz = blk.get("lanczos")
+        if lz:
+            cert = max(max(r["true_residuals"]) for r in lz["runs"])
+            lines.append(
+                f"  default certificate: max true relative residual {cert:.1e} (bounds the rel. error)"
+            )
+    ov = mn.get("overhead", {})
+    for solver in ("lanczos", "official"):
+        if solver in ov:
+            lines.append(
+                f"overhead of a check every {CHECK_EVERY} SAM steps ({solver}): "
+                f"{100 * ov[solver]['share_of_wall_time']:.2f}% of wall time"
+            )
+    mem = mn.get("memory")
+    if mem:
+        lines.append(
+            f"peak memory: gradient {mem['gradient_mib']:.0f} MiB, "
+            f"exact-HVP check {mem['check_mib']:.0f} MiB, "
+            f"official check {mem['official_check_mib']:.0f} MiB"
+        )
+    tf = mn.get("tf32")
+    if tf:
+        lines.append(
+            f"SAM steps/s: strict fp32 {tf['strict_fp32']['sam_steps_per_s']:.1f}, "
+            f"TF32 {tf['tf32']['sam_steps_per_s']:.1f}; "
+            f"lambda_1 TF32 vs strict: rel. diff {tf['lambda1_rel_diff_tf32_vs_strict']:.1e}"
+        )
+    for name in ("cnn", "transformer"):
+        if name in result:
+            ht = result[name]["hvp_timing"]
+            ratios = ", ".join(f"{m} {d['ratio_to_gradient']:.2f}x" for m, d in ht["methods"].items())
+            lines.append(f"{name}: gradient {1e3 * ht['gradient']['median_s']:.1f} ms; {ratios}")
+    t = result.get("targets", {})
+    if "grad_eval_ratio_official_over_default" in t:
+        verb = "reaches" if t["default_reaches_target"] else "does NOT reach"
+        lines.append(
+            f"default {verb} rel. error <= {TARGET_REL_ERR:g} (worst seed {t['default_max_rel_err']:.1e}) "
+            f"with {t['grad_eval_ratio_official_over_default']:.1f} times fewer gradient evaluations "
+            "than official "
+            f"(whose median rel. error is {t['official_median_rel_err']:.1e})"
+        )
+    if "warm_percent_of_cold_top1" in t:
+        lines.append(f"warm start needs {t['warm_percent_of_cold_top1']:.0f}% of a cold start's HVPs (top-1)")
+    if "warm_percent_of_cold_top5" in t:
+        lines.append(f"warm start needs {t['warm_percent_of_cold_top5']:.0f}% of a cold start's HVPs (top-5)")
+    return lines
+
+
+def load_note() -> str:
+    """The 1-minute load average against the core count (other processes distort CPU timings)."""
+    try:
+        la = os.getloadavg()[0]
+    except OSError:
+        return "load average unavailable"
+    return f"1-min load average {la:.2f} on {os.cpu_count()} cores at the start"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    ap.add_argument("--out", default=None, help="JSON path (default results/benchmark/<machine-tag>.json)")
+    ap.add_argument("--out-dir", default=None, help="write <out-dir>/<machine-tag>.json instead")
+    ap.add_argument("--max-seconds", type=float, default=None, help="time guard (default: the preset's)")
+    ap.add_argument("--seed", type=int, default=0, help="model initialisation seed")
+    ap.add_argument("--data-dir", default=None, help="data folder (default $SAMEDGE_DATA)")
+    ap.add_argument(
+        "--pretrain-steps", type=int, default=None, help="override the preset's pre-training steps"
+    )
+    ap.add_argument("--n-train", type=int, default=None, help="override the MNIST training-set size")
+    ap.add_argument(
+        "--note", action="append", default=[], help="free-text note stored in the JSON (repeatable)"
+    )
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = ap.parse_args(argv)
+    if args.out and args.out_dir:
+        ap.error("give --out or --out-dir, not both")
+    if args.max_seconds is not None and not args.max_seconds > 0:
+        ap.error(f"--max-seconds must be > 0, got {args.max_seconds}")
+    for name in ("pretrain_steps", "n_train", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark, write the JSON, print the summary; returns the result."""
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    cfg = json.loads(json.dumps(PRESETS[args.preset]))  # deep copy (tuples become lists)
+    if args.pretrain_steps is not None:
+        cfg["pretrain_steps"] = args.pretrain_steps
+    if args.n_train is not None:
+        cfg["mnist"]["n_train"] = args.n_train
+    max_seconds = args.max_seconds if args.max_seconds is not None else cfg["max_seconds"]
+    clock = Clock(max_seconds)
+    set_tf32(False)  # strict float32 everywhere except the TF32 section
+    torch.manual_seed(args.seed)
+    notes = [load_note(), *args.note]
+    if device.type == "cpu":
+        notes.append(
+            "CPU timings on a shared machine: other processes may have been running; ratios are more robust "
+            "than absolute times"
+        )
+    provenance = collect(device, torch.float32)
+    print(
+        f"sharpness benchmark, preset {args.preset}, {device_description(device)}, budget {max_seconds:g} s",
+        flush=True,
+    )
+    result = benchmark(cfg, device, args.seed, args.data_dir, clock, notes)
+    result = {
+        "schema": SCHEMA,
+        "machine_tag": machine_tag(device),
+        "preset": args.preset,
+        "device": device_description(device),
+        "torch": torch.__version__,
+        "dtype": "float32 (strict, TF32 off) except the float64 reference and the TF32 section",
+        "settings": cfg
+        | {
+            "seed": args.seed,
+            "max_seconds": max_seconds,
+            "default_solver": f"lanczos, exact HVP (double backward re-using one graph), tol {DEFAULT_TOL:g}",
+            "official_solver": (
+                "official_power_iteration on finite_difference HVPs (eps 1e-3, denominator 2 eps + 1e-5)"
+            ),
+            "pyhessian_solver": "pyhessian_power_iteration on exact HVPs, tol 1e-3, max_iter 100",
+            "reference": f"lanczos in float64, tol {REFERENCE_TOL:g}",
+            "check_every": CHECK_EVERY,
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+        },
+        "provenance": provenance,
+        "notes": notes + [load_note().replace("at the start", "at the end")],
+        **result,
+    }
+    result["targets"] = targets(result)
+    result["skipped"] = clock.skipped
+    result["elapsed_s"] = clock.elapsed()
+    result["summary_lines"] = summary_lines(result)
+    folder = Path(args.out_dir) if args.out_dir else REPO / "results" / "benchmark"
+    out = Path(args.out) if args.out else folder / f"{result['machine_tag']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(
+        "\n".join(
+            ["", "=== summary ===", *result["summary_lines"], f"elapsed {result['elapsed_s']:.1f} s -> {out}"]
+        )
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()
