@@ -140,8 +140,7 @@ class Clock:
         if estimate_s <= left:
             return True
         self.skipped[section] = (
-            f"skipped by --max-seconds {self.max_seconds:g}: "
-            f"estimated {estimate_s:.1f} s, {max(left, 0):.1f} s left"
+            f"skipped by --max-seconds {self.max_seconds:g}: estimated {estimate_s:.1f} s, {max(left, 0):.1f} s left"
         )
         print(f"  [skip] {section}: {self.skipped[section]}", flush=True)
         return False
@@ -228,9 +227,7 @@ def cnn_problem(spec: dict[str, Any], device: torch.device, seed: int, data_dir:
     return Problem(model, ds.x_train.to(device), ds.t_train.to(device), "mse_mean")
 
 
-def transformer_problem(
-    spec: dict[str, Any], device: torch.device, seed: int, data_dir: str | None
-) -> Problem:
+def transformer_problem(spec: dict[str, Any], device: torch.device, seed: int, data_dir: str | None) -> Problem:
     """The character Transformer on one minibatch of tiny_shakespeare (the batch of step 0)."""
     text = data_mod.load_tiny_shakespeare(data_dir=data_dir)
     batcher = data_mod.ChunkBatcher.from_tokens(
@@ -258,9 +255,7 @@ class TrainingDivergedError(RuntimeError):
     """The pre-training loss became non-finite or grew tenfold: the step size is too large."""
 
 
-def train(
-    problem: Problem, params: list[torch.Tensor], steps: int, eta: float, rho: float
-) -> list[torch.Tensor]:
+def train(problem: Problem, params: list[torch.Tensor], steps: int, eta: float, rho: float) -> list[torch.Tensor]:
     """``steps`` full-batch SAM steps (``samedge_lib.updates.sam_step``) from ``params``."""
     first: float | None = None
     for step in range(steps):
@@ -290,16 +285,12 @@ def pretrain(
 
 
 # ------------------------------------------------------------------------------------------ measurements
-def hvp_timings(
-    problem: Problem, params: list[torch.Tensor], repeats: int, device: torch.device
-) -> dict[str, Any]:
+def hvp_timings(problem: Problem, params: list[torch.Tensor], repeats: int, device: torch.device) -> dict[str, Any]:
     """Gradient time and, per HVP method, the median product time and its ratio to a gradient."""
     grad = repeat_time(lambda: problem.grad_fn(params), device, repeats)
     gen = torch.Generator().manual_seed(1234)
     dim = sum(p.numel() for p in params)
-    vectors = [
-        torch.randn(dim, generator=gen).to(device=device, dtype=params[0].dtype) for _ in range(repeats + 1)
-    ]
+    vectors = [torch.randn(dim, generator=gen).to(device=device, dtype=params[0].dtype) for _ in range(repeats + 1)]
     methods: dict[str, Any] = {}
     for method in HVP_METHODS:
         op = problem.operator(params, method)
@@ -384,9 +375,9 @@ def solve(
 
 def summarise_runs(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Median and range over seeds of cost and error."""
-    return {
-        key: spread([r[key] for r in rows]) for key in ("n_matvec", "n_grad_evals", "wall_s", "max_rel_err")
-    } | {"all_converged": all(r["converged"] for r in rows)}
+    return {key: spread([r[key] for r in rows]) for key in ("n_matvec", "n_grad_evals", "wall_s", "max_rel_err")} | {
+        "all_converged": all(r["converged"] for r in rows)
+    }
 
 
 def reference_spectrum(
@@ -396,9 +387,7 @@ def reference_spectrum(
     p64 = [p.double() for p in params]
     op = problem64.operator(p64, "exact")
     res, wall = timed(
-        lambda: lanczos(
-            op, k=k, tol=REFERENCE_TOL, generator=torch.Generator().manual_seed(777), true_residuals=True
-        ),
+        lambda: lanczos(op, k=k, tol=REFERENCE_TOL, generator=torch.Generator().manual_seed(777), true_residuals=True),
         device,
     )
     return {
@@ -511,9 +500,7 @@ def memory_section(problem: Problem, params: list[torch.Tensor], device: torch.d
 
     ops = (("gradient", grad), ("check", check), ("official_check", official))
     if device.type == "cuda":
-        out["how"] = (
-            "torch.cuda.max_memory_allocated during the operation minus memory_allocated before it (MiB)"
-        )
+        out["how"] = "torch.cuda.max_memory_allocated during the operation minus memory_allocated before it (MiB)"
         for name, fn in ops:
             torch.cuda.empty_cache()
             sync(device)
@@ -565,9 +552,7 @@ def tf32_section(
     eta, rho = cfg["pretrain_eta"], cfg["rho"]
     for mode, flag in (("strict_fp32", False), ("tf32", True)):
         set_tf32(flag)
-        t = repeat_time(
-            lambda: sam_step(params, problem.grad_fn, eta, rho), device, cfg["tf32_steps"], warmup=2
-        )
+        t = repeat_time(lambda: sam_step(params, problem.grad_fn, eta, rho), device, cfg["tf32_steps"], warmup=2)
         op = problem.operator(params, "exact")
         res = lanczos(op, k=1, tol=1e-6, generator=torch.Generator().manual_seed(0))
         fd_op = problem.operator(params, "finite_difference")
@@ -601,9 +586,7 @@ def pick_device(arg: str) -> torch.device:
     if arg == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if arg == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            "--device cuda was asked for but torch.cuda.is_available() is False; use --device cpu"
-        )
+        raise ValueError("--device cuda was asked for but torch.cuda.is_available() is False; use --device cpu")
     if arg not in ("cpu", "cuda"):
         raise ValueError(f"--device must be auto, cpu or cuda, got {arg!r}")
     return torch.device(arg)
@@ -732,9 +715,7 @@ def benchmark(
     mn["overhead"] = over
 
     # ---- 6. warm start
-    if 1 in first_vectors and clock.fits(
-        "warm_start", 2 * cfg["warm_steps"] * tg + 200 * hvp_s * 3 + 60 * hvp_s
-    ):
+    if 1 in first_vectors and clock.fits("warm_start", 2 * cfg["warm_steps"] * tg + 200 * hvp_s * 3 + 60 * hvp_s):
         log(f"warm start: {cfg['warm_steps']} more SAM steps, fresh reference")
         params_b = train(prob, params, cfg["warm_steps"], cfg["pretrain_eta"], cfg["rho"])
         ref_b, _ = reference_spectrum(prob64, params_b, 5, device)
@@ -750,9 +731,7 @@ def benchmark(
                 solve(prob, params_b, "lanczos", k, 100 + s, ref_b["eigenvalues"][:k], device)[0]
                 for s in range(cfg["lanczos_seeds"][idx])
             ]
-            hot, _ = solve(
-                prob, params_b, "lanczos", k, 0, ref_b["eigenvalues"][:k], device, v0=first_vectors[k]
-            )
+            hot, _ = solve(prob, params_b, "lanczos", k, 0, ref_b["eigenvalues"][:k], device, v0=first_vectors[k])
             cold_sum = summarise_runs(cold)
             warm[f"top{k}"] = {
                 "cold": {"runs": cold, "summary": cold_sum},
@@ -783,8 +762,7 @@ def benchmark(
         p = builder(cfg[name], device, seed, data_dir)
         pp = initial_params(p)
         result[name] = {
-            "setting": dict(cfg[name])
-            | {"n_params": count_parameters(p.model), "point": "seeded initialisation"},
+            "setting": dict(cfg[name]) | {"n_params": count_parameters(p.model), "point": "seeded initialisation"},
             "hvp_timing": hvp_timings(p, pp, cfg["repeats"], device),
         }
         del p, pp
@@ -800,9 +778,7 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
         out["default_max_rel_err"] = lz["max_rel_err"]["max"]
         out["default_reaches_target"] = lz["max_rel_err"]["max"] <= TARGET_REL_ERR
         out["official_median_rel_err"] = off["max_rel_err"]["median"]
-        out["grad_eval_ratio_official_over_default"] = (
-            off["n_grad_evals"]["median"] / lz["n_grad_evals"]["median"]
-        )
+        out["grad_eval_ratio_official_over_default"] = off["n_grad_evals"]["median"] / lz["n_grad_evals"]["median"]
         out["wall_ratio_official_over_default"] = off["wall_s"]["median"] / lz["wall_s"]["median"]
     warm = result.get("mnist", {}).get("warm_start", {})
     if "top1" in warm:
@@ -818,15 +794,9 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     mn = result.get("mnist", {})
     if "hvp_timing" in mn:
         ht = mn["hvp_timing"]
-        lines.append(
-            f"gradient: {1e3 * ht['gradient']['median_s']:.1f} ms (median); HVP time / gradient time:"
-        )
+        lines.append(f"gradient: {1e3 * ht['gradient']['median_s']:.1f} ms (median); HVP time / gradient time:")
         for m, d in ht["methods"].items():
-            extra = (
-                f"  (+ graph build {d['graph_build_ratio']:.2f}x once per point)"
-                if d["graph_build_ratio"]
-                else ""
-            )
+            extra = f"  (+ graph build {d['graph_build_ratio']:.2f}x once per point)" if d["graph_build_ratio"] else ""
             lines.append(f"  {m:22s} {d['ratio_to_gradient']:5.2f}x{extra}")
     if "reference" in mn:
         ref = mn["reference"]["eigenvalues"]
@@ -835,17 +805,13 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     if pb:
         fd = ", ".join(f"{r['rayleigh_rel']:+.1e}" for r in pb["finite_difference"])
         ex = max(abs(r["rayleigh_rel"]) for r in pb["exact"])
-        lines.append(
-            f"one product at reference eigenvectors u_1..u_5, (u.Hu - lambda)/lambda: finite difference {fd};"
-        )
+        lines.append(f"one product at reference eigenvectors u_1..u_5, (u.Hu - lambda)/lambda: finite difference {fd};")
         lines.append(f"  exact HVP (float32) at most {ex:.1e}")
     for key in ("top1", "top5"):
         blk = mn.get("solvers", {}).get(key)
         if not blk:
             continue
-        lines.append(
-            f"{key}: solver               HVPs      grad-evals  wall [s]  max rel. error (median [min, max])"
-        )
+        lines.append(f"{key}: solver               HVPs      grad-evals  wall [s]  max rel. error (median [min, max])")
         for solver, d in blk.items():
             s = d["summary"]
             e = s["max_rel_err"]
@@ -856,9 +822,7 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         lz = blk.get("lanczos")
         if lz:
             cert = max(max(r["true_residuals"]) for r in lz["runs"])
-            lines.append(
-                f"  default certificate: max true relative residual {cert:.1e} (bounds the rel. error)"
-            )
+            lines.append(f"  default certificate: max true relative residual {cert:.1e} (bounds the rel. error)")
     ov = mn.get("overhead", {})
     for solver in ("lanczos", "official"):
         if solver in ov:
@@ -922,13 +886,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-seconds", type=float, default=None, help="time guard (default: the preset's)")
     ap.add_argument("--seed", type=int, default=0, help="model initialisation seed")
     ap.add_argument("--data-dir", default=None, help="data folder (default $SAMEDGE_DATA)")
-    ap.add_argument(
-        "--pretrain-steps", type=int, default=None, help="override the preset's pre-training steps"
-    )
+    ap.add_argument("--pretrain-steps", type=int, default=None, help="override the preset's pre-training steps")
     ap.add_argument("--n-train", type=int, default=None, help="override the MNIST training-set size")
-    ap.add_argument(
-        "--note", action="append", default=[], help="free-text note stored in the JSON (repeatable)"
-    )
+    ap.add_argument("--note", action="append", default=[], help="free-text note stored in the JSON (repeatable)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = ap.parse_args(argv)
     if args.out and args.out_dir:
@@ -1002,11 +962,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out = Path(args.out) if args.out else folder / f"{result['machine_tag']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
-    print(
-        "\n".join(
-            ["", "=== summary ===", *result["summary_lines"], f"elapsed {result['elapsed_s']:.1f} s -> {out}"]
-        )
-    )
+    print("\n".join(["", "=== summary ===", *result["summary_lines"], f"elapsed {result['elapsed_s']:.1f} s -> {out}"]))
     return result
 
 

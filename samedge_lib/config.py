@@ -127,9 +127,7 @@ class RunConfig:
         _positive("eta", self.eta)
         _positive("rho", self.rho, allow_zero=True)
         if self.optimizer == "gd" and self.rho != 0:
-            raise ConfigError(
-                f"optimizer='gd' needs rho=0, got rho={self.rho}; use optimizer='sam' for rho > 0"
-            )
+            raise ConfigError(f"optimizer='gd' needs rho=0, got rho={self.rho}; use optimizer='sam' for rho > 0")
         if self.optimizer in ("sam", "usam") and self.rho == 0:
             raise ConfigError(f"optimizer={self.optimizer!r} needs rho > 0; use optimizer='gd' for rho = 0")
         if not isinstance(self.model, dict):
@@ -147,9 +145,7 @@ class RunConfig:
         if self.task == "shakespeare" and self.batch_size is None:
             raise ConfigError("task 'shakespeare' is trained on minibatches: set batch_size (the paper: 128)")
         if self.task != "shakespeare" and self.measure_data != "batch":
-            raise ConfigError(
-                "measure_data other than 'batch' only applies to the minibatch task 'shakespeare'"
-            )
+            raise ConfigError("measure_data other than 'batch' only applies to the minibatch task 'shakespeare'")
         for name in ("n_train", "n_test", "batch_size", "grad_chunk"):
             value = getattr(self, name)
             if value is not None:
@@ -247,9 +243,7 @@ _PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         ),
     },
     "shakespeare": {
-        "paper": dict(
-            eta=0.1, batch_size=128, loss="cross_entropy", model={}, steps=20000, measure_every=200, k=1
-        ),
+        "paper": dict(eta=0.1, batch_size=128, loss="cross_entropy", model={}, steps=20000, measure_every=200, k=1),
         # cpu: 2 layers, width 64, batches of 32 sequences; eta = 0.1 as the paper (2/eta = 20).
         "cpu": dict(
             eta=0.1,

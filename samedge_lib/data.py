@@ -124,9 +124,7 @@ class RemoteFile:
         for d in self.digests:
             algo, _, hexdigest = d.partition(":")
             if algo not in ("sha256", "md5") or not hexdigest:
-                raise ValueError(
-                    f"digest {d!r} of {self.relpath!r} must look like 'sha256:<hex>' or 'md5:<hex>'"
-                )
+                raise ValueError(f"digest {d!r} of {self.relpath!r} must look like 'sha256:<hex>' or 'md5:<hex>'")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -137,9 +135,7 @@ _MNIST_BASES = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.l
 
 
 def _mnist(name: str, sha256: str) -> RemoteFile:
-    return RemoteFile(
-        f"MNIST/raw/{name}", tuple(b + name for b in _MNIST_BASES), (f"sha256:{sha256}",), "MNIST"
-    )
+    return RemoteFile(f"MNIST/raw/{name}", tuple(b + name for b in _MNIST_BASES), (f"sha256:{sha256}",), "MNIST")
 
 
 #: MNIST's four files, keyed by role.
@@ -495,9 +491,7 @@ def _missing_error(
     return DataError("\n".join(lines))
 
 
-def fetch(
-    remote: RemoteFile, data_dir: str | os.PathLike[str] | None = None, *, download: bool = True
-) -> Path:
+def fetch(remote: RemoteFile, data_dir: str | os.PathLike[str] | None = None, *, download: bool = True) -> Path:
     """Return the path of a verified local copy of ``remote``, downloading it if needed and allowed.
 
     Looks in :func:`search_dirs` order; a found copy is checksum-verified (a corrupt one raises rather
@@ -615,9 +609,7 @@ def _centre(
 
 def _check_labels(labels: np.ndarray, path: Path) -> None:
     if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise DataError(
-            f"{path}: labels outside 0..{NUM_CLASSES - 1} (min {labels.min()}, max {labels.max()})"
-        )
+        raise DataError(f"{path}: labels outside 0..{NUM_CLASSES - 1} (min {labels.min()}, max {labels.max()})")
 
 
 def _read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -847,9 +839,7 @@ def load_cifar10(
     files["batches.meta"] = {"path": str(meta_path), "checksum": meta_checksum}
     with open(meta_path, "rb") as f:
         meta = _BatchUnpickler(f, encoding="latin1").load()
-    x_tr, y_tr, t_tr, x_te, y_te, t_te, mean = _centre(
-        train_x[:n_tr], train_y[:n_tr], test_x[:n_te], test_y[:n_te]
-    )
+    x_tr, y_tr, t_tr, x_te, y_te, t_te, mean = _centre(train_x[:n_tr], train_y[:n_tr], test_x[:n_te], test_y[:n_te])
     info = {
         "dataset": "CIFAR-10",
         "n_train": n_tr,
@@ -927,9 +917,7 @@ def load_tiny_shakespeare(
     newlines = np.flatnonzero(raw == ord("\n"))
     n_lines = int(newlines.size) + int(raw.size > 0 and raw[-1] != ord("\n"))
     if isinstance(test_lines, bool) or not isinstance(test_lines, int) or not 1 <= test_lines < n_lines:
-        raise ValueError(
-            f"test_lines={test_lines!r} must be an integer in [1, {n_lines - 1}] (the file has {n_lines})"
-        )
+        raise ValueError(f"test_lines={test_lines!r} must be an integer in [1, {n_lines - 1}] (the file has {n_lines})")
     first_test_line = n_lines - test_lines + 1  # 1-based
     cut = 0 if first_test_line == 1 else int(newlines[first_test_line - 2]) + 1
     tokens = torch.from_numpy(raw.astype(np.int64))
@@ -987,17 +975,9 @@ class ChunkBatcher:
 
     def __init__(self, rows: torch.Tensor, batch_size: int = 128, seed: int = 0) -> None:
         if rows.ndim != 2 or rows.shape[1] < 2:
-            raise ValueError(
-                f"rows must be [R, seq_len + 1] with seq_len >= 1, got shape {tuple(rows.shape)}"
-            )
-        if (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, int)
-            or not 1 <= batch_size <= rows.shape[0]
-        ):
-            raise ValueError(
-                f"batch_size={batch_size!r} must be an integer in [1, {rows.shape[0]}] (the row count)"
-            )
+            raise ValueError(f"rows must be [R, seq_len + 1] with seq_len >= 1, got shape {tuple(rows.shape)}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= rows.shape[0]:
+            raise ValueError(f"batch_size={batch_size!r} must be an integer in [1, {rows.shape[0]}] (the row count)")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed={seed!r} must be a non-negative integer")
         self.rows = rows.to(torch.int64)
@@ -1007,9 +987,7 @@ class ChunkBatcher:
         self._perm_cache: tuple[int, torch.Tensor] | None = None
 
     @classmethod
-    def from_tokens(
-        cls, tokens: torch.Tensor, batch_size: int = 128, seq_len: int = 64, seed: int = 0
-    ) -> ChunkBatcher:
+    def from_tokens(cls, tokens: torch.Tensor, batch_size: int = 128, seq_len: int = 64, seed: int = 0) -> ChunkBatcher:
         """Chunk a token stream with :func:`chunk_rows` and batch its rows."""
         return cls(chunk_rows(tokens, batch_size, seq_len), batch_size, seed)
 

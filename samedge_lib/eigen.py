@@ -92,9 +92,7 @@ def _check_tol(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
-def _randn(
-    dim: int, generator: torch.Generator | None, dtype: torch.dtype, device: torch.device
-) -> torch.Tensor:
+def _randn(dim: int, generator: torch.Generator | None, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Standard normal vector drawn on the generator's device (CPU by default), moved to ``device``."""
     gen_device = generator.device if generator is not None else torch.device("cpu")
     return torch.randn(dim, generator=generator, dtype=dtype, device=gen_device).to(device)
@@ -395,9 +393,7 @@ def official_power_iteration(
             current_norm = _norm64(product)
             v = product / current_norm if current_norm > 0 else product
             t += 1
-        stopped_by_rule = not (
-            abs(current_norm - last_norm) > current_norm * rel_tol and abs(current_norm) > abs_tol
-        )
+        stopped_by_rule = not (abs(current_norm - last_norm) > current_norm * rel_tol and abs(current_norm) > abs_tol)
         n = current_norm
         sign = 1.0 if torch.dot(prev_v.double(), product.double()).item() >= 0 else -1.0
         res = _norm64(product.double() - sign * n * prev_v.double()) / n if n > 0 else 0.0

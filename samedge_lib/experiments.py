@@ -114,3 +114,41 @@ def results_table(results: dict[float, RunResult], data: str | None = None) -> p
 def stored_for(task: str) -> dict[float, RunResult]:
     """Paper-scale runs of ``task`` stored in ``results/paper`` (``{rho: result}``; empty if none)."""
     return {r.config.rho: r for r in stored_runs() if r.config.task == task}
+
+
+def stored_verdicts(stored: dict[float, RunResult], data: str | None = None) -> pd.DataFrame:
+    """For stored paper-scale runs: how far each got, on what, and where its sharpness ended relative to its edge.
+
+    The verdict rule: final ``lambda_1/edge`` in [0.8, 1.25] is "at its edge"; below 0.8 "below its edge (still
+    sharpening)"; above 1.25 "above its edge".
+    """
+    rows = []
+    for res in stored.values():
+        df = measurements_on(res, data)
+        if df.empty:
+            continue
+        last = df.iloc[-1]
+        ratio = float(last["lambda_1"] / last["edge"])
+        if ratio < 0.8:
+            verdict = "below its edge (still sharpening)"
+        elif ratio > 1.25:
+            verdict = "above its edge"
+        else:
+            verdict = "at its edge"
+        timings = res.provenance.get("timings", {})
+        rows.append(
+            {
+                "run": label(res.config),
+                "state": res.status.get("state"),
+                "steps done": f"{res.status.get('steps_done')} of {res.config.steps}",
+                "device": res.provenance.get("device_name"),
+                "TF32": res.config.tf32,
+                "ms per step (no checks)": 1000 * timings.get("seconds_per_step_excluding_measurements", math.nan),
+                "share of time measuring": timings.get("measure_share", math.nan),
+                "final lambda1": float(last["lambda_1"]),
+                "final edge": float(last["edge"]),
+                "final lambda1/edge": ratio,
+                "verdict": verdict,
+            }
+        )
+    return pd.DataFrame(rows)

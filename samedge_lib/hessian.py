@@ -254,21 +254,15 @@ class HessianOperator:
     def flatten(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
         """Concatenate a list shaped like ``params`` into one flat vector."""
         tensors = list(tensors)
-        if len(tensors) != len(self._shapes) or any(
-            t.shape != s for t, s in zip(tensors, self._shapes, strict=True)
-        ):
+        if len(tensors) != len(self._shapes) or any(t.shape != s for t, s in zip(tensors, self._shapes, strict=True)):
             got = [list(t.shape) for t in tensors]
-            raise ValueError(
-                f"flatten expects tensors of shapes {[list(s) for s in self._shapes]}, got {got}"
-            )
+            raise ValueError(f"flatten expects tensors of shapes {[list(s) for s in self._shapes]}, got {got}")
         return torch.cat([t.reshape(-1) for t in tensors])
 
     def unflatten(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """Split a flat vector into views shaped like ``params``."""
         if flat.ndim != 1 or flat.shape[0] != self._dim:
-            raise ValueError(
-                f"unflatten expects a flat vector of shape [{self._dim}], got {list(flat.shape)}"
-            )
+            raise ValueError(f"unflatten expects a flat vector of shape [{self._dim}], got {list(flat.shape)}")
         return [c.view(s) for c, s in zip(torch.split(flat, self._numels), self._shapes, strict=True)]
 
     # ------------------------------------------------------------------ gradients
@@ -288,11 +282,7 @@ class HessianOperator:
         leaves = self._fresh_leaves(point)
         with torch.enable_grad():
             loss = self._loss_at(leaves)
-            grads = (
-                torch.autograd.grad(loss, leaves, allow_unused=True)
-                if loss.requires_grad
-                else [None] * len(leaves)
-            )
+            grads = torch.autograd.grad(loss, leaves, allow_unused=True) if loss.requires_grad else [None] * len(leaves)
         self.n_grad_evals += 1
         return loss.detach(), self._zeros_for_none(grads)
 

@@ -36,8 +36,7 @@ def _as_onehot(logits: torch.Tensor, targets: torch.Tensor, name: str) -> torch.
             raise ValueError(f"{name}: {targets.shape[0]} integer labels for {n} rows of logits")
         if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= c):
             raise ValueError(
-                f"{name}: integer labels must lie in [0, {c}), got [{int(targets.min())}, "
-                f"{int(targets.max())}]"
+                f"{name}: integer labels must lie in [0, {c}), got [{int(targets.min())}, {int(targets.max())}]"
             )
         return F.one_hot(targets.long(), c).to(logits.dtype)
     if targets.shape != logits.shape:
@@ -90,8 +89,7 @@ def token_cross_entropy(
     """
     if logits.dim() != 3 or not logits.is_floating_point():
         raise ValueError(
-            "token_cross_entropy: logits must be floating point (B, T, V), "
-            f"got {logits.dtype} {tuple(logits.shape)}"
+            f"token_cross_entropy: logits must be floating point (B, T, V), got {logits.dtype} {tuple(logits.shape)}"
         )
     if targets.shape != logits.shape[:2] or targets.is_floating_point() or targets.dtype == torch.bool:
         raise ValueError(

@@ -52,16 +52,12 @@ def compute_fans(shape: Sequence[int]) -> tuple[int, int]:
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2:
-        raise ValueError(
-            f"compute_fans needs a weight with at least 2 dimensions (out, in, ...), got shape {shape}"
-        )
+        raise ValueError(f"compute_fans needs a weight with at least 2 dimensions (out, in, ...), got shape {shape}")
     receptive = math.prod(shape[2:])
     return shape[1] * receptive, shape[0] * receptive
 
 
-def truncated_normal_(
-    tensor: torch.Tensor, stddev: float, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def truncated_normal_(tensor: torch.Tensor, stddev: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Haiku ``TruncatedNormal(stddev)``: fill ``tensor`` from N(0, stddev^2) truncated to +-2 stddev.
 
     ``stddev`` is the pre-truncation standard deviation; the realised one is ``0.8796 * stddev``.
@@ -69,9 +65,7 @@ def truncated_normal_(
     """
     if not (stddev > 0 and math.isfinite(stddev)):
         raise ValueError(f"stddev must be a positive finite number, got {stddev!r}")
-    return nn.init.trunc_normal_(
-        tensor, mean=0.0, std=stddev, a=-2.0 * stddev, b=2.0 * stddev, generator=generator
-    )
+    return nn.init.trunc_normal_(tensor, mean=0.0, std=stddev, a=-2.0 * stddev, b=2.0 * stddev, generator=generator)
 
 
 def variance_scaling_(
@@ -98,9 +92,7 @@ def glorot_normal_(tensor: torch.Tensor, generator: torch.Generator | None = Non
     return variance_scaling_(tensor, 1.0, "fan_avg", generator)
 
 
-def make_generator(
-    seed: int | None = None, generator: torch.Generator | None = None
-) -> torch.Generator | None:
+def make_generator(seed: int | None = None, generator: torch.Generator | None = None) -> torch.Generator | None:
     """The generator a model draws its weights from: ``generator``, or a fresh CPU one seeded with ``seed``.
 
     Returns ``None`` (PyTorch's global generator) when neither is given. Giving both is an error, since it
@@ -112,9 +104,7 @@ def make_generator(
         if not isinstance(generator, torch.Generator):
             raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         if generator.device.type != "cpu":
-            raise ValueError(
-                "generator must be a CPU torch.Generator (weights are drawn on the CPU; move the model)"
-            )
+            raise ValueError("generator must be a CPU torch.Generator (weights are drawn on the CPU; move the model)")
         return generator
     if seed is None:
         return None
@@ -355,9 +345,7 @@ class TransformerBlock(nn.Module):
     Initialised by :meth:`CharTransformer.reset_parameters`.
     """
 
-    def __init__(
-        self, d_model: int, num_heads: int, key_size: int, widening_factor: int, ln_eps: float
-    ) -> None:
+    def __init__(self, d_model: int, num_heads: int, key_size: int, widening_factor: int, ln_eps: float) -> None:
         super().__init__()
         self.ln_attention = nn.LayerNorm(d_model, eps=ln_eps)
         self.attention = MultiHeadAttention(d_model, num_heads, key_size)
@@ -427,9 +415,7 @@ class CharTransformer(nn.Module):
         )
         self.ln_final = nn.LayerNorm(d_model, eps=ln_eps)
         self.head = nn.Linear(d_model, vocab_size)
-        self.register_buffer(
-            "causal_mask", torch.ones(seq_len, seq_len, dtype=torch.bool).tril(), persistent=False
-        )
+        self.register_buffer("causal_mask", torch.ones(seq_len, seq_len, dtype=torch.bool).tril(), persistent=False)
         self.reset_parameters(make_generator(seed, generator))
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -462,8 +448,7 @@ class CharTransformer(nn.Module):
             raise ValueError(f"sequence length T={T} must be between 1 and seq_len={self.seq_len}")
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
             raise ValueError(
-                f"token ids must lie in [0, {self.vocab_size}), "
-                f"got range [{int(tokens.min())}, {int(tokens.max())}]"
+                f"token ids must lie in [0, {self.vocab_size}), got range [{int(tokens.min())}, {int(tokens.max())}]"
             )
         h = self.token_embedding(tokens) + self.positional_embedding[:T]
         mask = self.causal_mask[:T, :T].view(1, 1, T, T)
@@ -489,16 +474,13 @@ def make_model(task: str, **overrides: object) -> nn.Module:
     a :class:`ValueError` listing the accepted ones.
     """
     if task not in MODEL_FOR_TASK:
-        raise ValueError(
-            f"unknown task {task!r}; choose one of: {', '.join(repr(t) for t in MODEL_FOR_TASK)}"
-        )
+        raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(repr(t) for t in MODEL_FOR_TASK)}")
     cls = MODEL_FOR_TASK[task]
     accepted = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
     unknown = sorted(set(overrides) - set(accepted))
     if unknown:
         raise ValueError(
-            f"{cls.__name__} (task {task!r}) does not take {', '.join(unknown)}; "
-            f"accepted: {', '.join(accepted)}"
+            f"{cls.__name__} (task {task!r}) does not take {', '.join(unknown)}; accepted: {', '.join(accepted)}"
         )
     return cls(**overrides)
 

@@ -45,9 +45,7 @@ def plot_eigenvalues(ax: Axes, df: pd.DataFrame, *, title: str = "", show_gd_edg
             color=COLORS["lambda1"] if i == 0 else COLORS["lambda_k"],
             lw=1.8 if i == 0 else 1.0,
             alpha=1.0 if i == 0 else 0.8,
-            label=r"$\lambda_1$ (exact, Lanczos)"
-            if i == 0
-            else (r"$\lambda_2..\lambda_k$" if i == 1 else None),
+            label=r"$\lambda_1$ (exact, Lanczos)" if i == 0 else (r"$\lambda_2..\lambda_k$" if i == 1 else None),
         )
     is_gd = bool(np.allclose(df["edge"], df["gd_edge"]))
     if not is_gd:
@@ -161,9 +159,7 @@ def plot_alpha_collapse(ax: Axes, runs: Mapping[str, pd.DataFrame], *, title: st
         )
         lo, hi = min(lo, a.min()), max(hi, a.max())
     grid = np.logspace(np.log10(lo / 2), np.log10(hi * 2), 200)
-    ax.plot(
-        grid, edge_ratio(grid), color=COLORS["sam_edge"], ls="--", label=r"$R(\alpha)$ = SAM-edge/(2/$\eta$)"
-    )
+    ax.plot(grid, edge_ratio(grid), color=COLORS["sam_edge"], ls="--", label=r"$R(\alpha)$ = SAM-edge/(2/$\eta$)")
     ax.set_xscale("log")
     ax.set_xlabel(r"$\alpha = \eta\|g\|/(2\rho)$")
     ax.set_ylabel(r"$\lambda_1 / (2/\eta)$")

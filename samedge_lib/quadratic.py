@@ -221,9 +221,7 @@ def sam_run(
         gnorm[t] = info.grad_norm.item()
         comps[t + 1] = quad.components(params[0]).numpy()
         if not np.isfinite(comps[t + 1]).all():
-            raise FloatingPointError(
-                f"the SAM run diverged at step {t} (eta={eta}, rho={rho}); lower eta or rho"
-            )
+            raise FloatingPointError(f"the SAM run diverged at step {t} (eta={eta}, rho={rho}); lower eta or rho")
     edge = sam_edge(gnorm, eta, rho)
     return QuadraticRun(
         eta=float(eta),

@@ -99,9 +99,7 @@ def summarize(result: RunResult, data: str | None = None) -> dict:
     if cfg.optimizer != "gd":
         out["tracking_ratio"] = tracking_ratio(df)
         if df["official_lambda"].notna().any():
-            out["tracking_ratio_official"] = tracking_ratio(
-                df.dropna(subset=["official_lambda"]), "official_lambda"
-            )
+            out["tracking_ratio_official"] = tracking_ratio(df.dropna(subset=["official_lambda"]), "official_lambda")
     for key in ("test_loss", "test_accuracy", "accuracy"):
         if key in df:
             out[f"final_{key}"] = float(last[key])

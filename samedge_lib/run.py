@@ -37,9 +37,7 @@ def _parse_set(items: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m samedge_lib.run`` / ``samedge-run``."""
-    p = argparse.ArgumentParser(
-        prog="samedge-run", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    p = argparse.ArgumentParser(prog="samedge-run", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument("--preset", default="cpu", choices=PRESETS)
     p.add_argument("--rho", type=float, default=0.0, help="SAM radius; 0 = GD (default)")
@@ -54,9 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", help="dataset folder (default $SAMEDGE_DATA or ~/.cache/samedge/data)")
     p.add_argument("--force", action="store_true", help="recompute even if a finished run exists")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument(
-        "--max-seconds", type=float, help="stop with a checkpoint after this long; rerun to continue"
-    )
+    p.add_argument("--max-seconds", type=float, help="stop with a checkpoint after this long; rerun to continue")
     args = p.parse_args(argv)
     overrides = _parse_set(args.set)
     for name in ("optimizer", "eta", "steps", "seed", "device"):

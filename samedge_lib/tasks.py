@@ -75,9 +75,7 @@ class Task:
         return result
 
 
-def build_task(
-    cfg: RunConfig, device: torch.device, dtype: torch.dtype, data_dir: str | Path | None = None
-) -> Task:
+def build_task(cfg: RunConfig, device: torch.device, dtype: torch.dtype, data_dir: str | Path | None = None) -> Task:
     """Load the data and build the model of ``cfg`` on ``device`` in ``dtype`` (seeded by ``cfg.seed``)."""
     gen = torch.Generator().manual_seed(cfg.seed)
     model = make_model(cfg.task, generator=gen, **cfg.model).to(device=device, dtype=dtype)

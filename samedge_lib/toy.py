@@ -251,9 +251,7 @@ def train_toy(
             loss[t] = info.loss.item()
             gnorm[t] = info.grad_norm.item()
             if not math.isfinite(loss[t]):
-                raise FloatingPointError(
-                    f"the toy {optimizer} run diverged at step {t} (eta={eta}, rho={rho})"
-                )
+                raise FloatingPointError(f"the toy {optimizer} run diverged at step {t} (eta={eta}, rho={rho})")
     return pd.DataFrame(
         {
             "step": np.arange(steps),

@@ -78,9 +78,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            "device='cuda' was asked for but torch sees no CUDA GPU; use device='cpu' or 'auto'"
-        )
+        raise RuntimeError("device='cuda' was asked for but torch sees no CUDA GPU; use device='cpu' or 'auto'")
     return torch.device(name)
 
 
@@ -153,9 +151,7 @@ class _Runner:
             total = None
             grads_acc = [torch.zeros_like(p) for p in ps]
             for start in range(0, batch.size, chunk):
-                sub = Batch(
-                    batch.x[start : start + chunk], batch.y[start : start + chunk], batch.label, batch.kind
-                )
+                sub = Batch(batch.x[start : start + chunk], batch.y[start : start + chunk], batch.label, batch.kind)
                 w = sub.size / batch.size
                 loss = self.task.loss(ps, sub) * w
                 grads = torch.autograd.grad(loss, ps)
@@ -197,9 +193,7 @@ class _Runner:
         if cfg.measure_data in ("fixed", "both") and self.task.fixed_batch is not None:
             batches.append(self.task.fixed_batch)
         rows = []
-        test = (
-            self.task.metrics(self.params, self.task.test_batch) if self.task.test_batch is not None else {}
-        )
+        test = self.task.metrics(self.params, self.task.test_batch) if self.task.test_batch is not None else {}
         for batch in batches:
             t0 = time.perf_counter()
             rows.append(self._measure_on(step, batch, test))
@@ -315,8 +309,7 @@ class _Runner:
             "wall_seconds": self.elapsed,
             "measure_seconds": self.measure_seconds,
             "measure_share": self.measure_seconds / self.elapsed if self.elapsed > 0 else math.nan,
-            "seconds_per_step_excluding_measurements": (self.elapsed - self.measure_seconds)
-            / max(1, done_steps),
+            "seconds_per_step_excluding_measurements": (self.elapsed - self.measure_seconds) / max(1, done_steps),
         }
         _atomic_write_text(self.path / "provenance.json", json.dumps(prov, indent=2))
 
@@ -353,9 +346,7 @@ class _Runner:
                     self.measurements.extend(rows)
                     self.write_tables()  # cheap, and a crash loses nothing already measured
                     last_ratio = rows[0]["lambda_1"] / rows[0]["edge"]
-                    bad = [
-                        r for r in rows if not math.isfinite(r["loss"]) or not math.isfinite(r["lambda_1"])
-                    ]
+                    bad = [r for r in rows if not math.isfinite(r["loss"]) or not math.isfinite(r["lambda_1"])]
                     if bad:
                         self.elapsed += time.perf_counter() - t0
                         return "diverged", {"step": step, "reason": f"non-finite measurement at step {step}"}
@@ -377,9 +368,7 @@ class _Runner:
                 )
                 if not math.isfinite(loss) or not math.isfinite(g_norm) or loss > cfg.max_loss:
                     reason = f"training loss {loss:.4g} (gradient norm {g_norm:.4g}) at step {step}"
-                    reason += (
-                        " is not finite" if not math.isfinite(loss) else f" exceeds max_loss={cfg.max_loss:g}"
-                    )
+                    reason += " is not finite" if not math.isfinite(loss) else f" exceeds max_loss={cfg.max_loss:g}"
                     return "diverged", {"step": step, "reason": reason}
                 step += 1
                 bar.update(1)

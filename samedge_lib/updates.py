@@ -94,9 +94,7 @@ def sam_step(
     return new, StepInfo(loss, g, global_norm(g), g_sam)
 
 
-def usam_step(
-    params: Sequence[torch.Tensor], grad_fn: GradFn, eta: float, r: float
-) -> tuple[Params, StepInfo]:
+def usam_step(params: Sequence[torch.Tensor], grad_fn: GradFn, eta: float, r: float) -> tuple[Params, StepInfo]:
     """One unnormalised-SAM step ``w - eta * grad(w + r * grad(w))`` (no normalisation of the ascent)."""
     loss, g = grad_fn(params)
     _, g_u = grad_fn(add_scaled(params, g, r))

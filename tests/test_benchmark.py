@@ -117,9 +117,7 @@ def smoke_result(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tu
     out = tmp_path_factory.mktemp("bench") / "smoke.json"
     threads = torch.get_num_threads()
     try:
-        returned = bench.main(
-            ["--preset", "smoke", "--threads", "1", "--out", str(out), "--data-dir", str(data_dir)]
-        )
+        returned = bench.main(["--preset", "smoke", "--threads", "1", "--out", str(out), "--data-dir", str(data_dir)])
     finally:
         torch.set_num_threads(threads)
     return returned, json.loads(out.read_text())

@@ -216,9 +216,7 @@ def test_cifar_first_1000(cifar: data.ImageData) -> None:
     np.testing.assert_allclose(pixels[:5].reshape(5, 3072).numpy(), batch["data"][:5], atol=1e-3)
     # Centred over the 1000 training images; the test images carry the same mean.
     assert cifar.train_mean.shape == (1, 3, 32, 32)
-    np.testing.assert_allclose(
-        cifar.train_mean.numpy().reshape(3072), batch["data"][:1000].mean(0) / 256.0, atol=1e-7
-    )
+    np.testing.assert_allclose(cifar.train_mean.numpy().reshape(3072), batch["data"][:1000].mean(0) / 256.0, atol=1e-7)
     assert cifar.x_train.double().mean(0).abs().max().item() < 1e-6
     assert _off_grid(cifar.x_test, cifar.train_mean) < 1e-3
     assert torch.equal(cifar.t_train.argmax(1), cifar.y_train)
@@ -316,9 +314,7 @@ def test_chunk_batcher_is_a_pure_function_of_seed_and_step() -> None:
     torch.manual_seed(123)  # the global RNG must not matter
     resumed = _batcher(seed=3)
     for t in reversed(range(12)):  # any call order, e.g. a run resumed at step t
-        assert torch.equal(resumed.batch(t)[0], forward[t][0]) and torch.equal(
-            resumed.batch(t)[1], forward[t][1]
-        )
+        assert torch.equal(resumed.batch(t)[0], forward[t][0]) and torch.equal(resumed.batch(t)[1], forward[t][1])
     other = _batcher(seed=4)
     assert not all(torch.equal(other.indices(t), first.indices(t)) for t in range(5))
 
@@ -382,9 +378,7 @@ def test_verify_file_caches_by_size_and_mtime(tmp_path: Path, monkeypatch: pytes
     os.utime(path, ns=(10**9, 10**9))
     with pytest.raises(data.DataError) as err:
         data.verify_file(path, [digest], "test set")
-    assert (
-        str(path) in str(err.value) and digest in str(err.value) and _sha256(b"hello_world") in str(err.value)
-    )
+    assert str(path) in str(err.value) and digest in str(err.value) and _sha256(b"hello_world") in str(err.value)
     assert len(calls) == 3
 
 
@@ -467,9 +461,7 @@ def _all_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
-def test_download_mnist_from_mirror(
-    server: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_download_mnist_from_mirror(server: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     served, url = server
     arrays = _fake_mnist(served, monkeypatch)
     monkeypatch.setenv(data.ENV_MIRROR, url)
@@ -519,9 +511,7 @@ def test_corrupt_download_is_discarded(
     (served / "tinyshakespeare").mkdir()
     (served / "tinyshakespeare/input.txt").write_bytes(payload)
     expected = "sha256:" + _sha256(b"what the table expects")
-    monkeypatch.setattr(
-        data, "SHAKESPEARE_FILE", dataclasses.replace(data.SHAKESPEARE_FILE, digests=(expected,))
-    )
+    monkeypatch.setattr(data, "SHAKESPEARE_FILE", dataclasses.replace(data.SHAKESPEARE_FILE, digests=(expected,)))
     monkeypatch.setenv(data.ENV_MIRROR, url)
     with pytest.raises(data.DataError) as err:
         data.load_tiny_shakespeare(tmp_path / "data")
@@ -545,9 +535,7 @@ def test_truncated_download_is_discarded(
     assert _all_files(tmp_path / "data") == []
 
 
-def test_missing_file_on_server(
-    server: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_file_on_server(server: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _, url = server
     monkeypatch.setenv(data.ENV_MIRROR, url)
     with pytest.raises(data.DataError) as err:
@@ -640,9 +628,7 @@ def _fake_cifar(monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, dict[str, dict]
     return archive, batches
 
 
-def test_cifar_download_and_extract(
-    server: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cifar_download_and_extract(server: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     served, url = server
     archive, batches = _fake_cifar(monkeypatch)
     (served / "cifar-10-python.tar.gz").write_bytes(archive)
@@ -660,9 +646,7 @@ def test_cifar_download_and_extract(
     assert (
         everything.n_train == 20
         and everything.class_counts()
-        == np.bincount(
-            sum((batches[f"data_batch_{i}"]["labels"] for i in range(1, 6)), []), minlength=10
-        ).tolist()
+        == np.bincount(sum((batches[f"data_batch_{i}"]["labels"] for i in range(1, 6)), []), minlength=10).tolist()
     )
 
 

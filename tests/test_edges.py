@@ -53,9 +53,7 @@ def test_a1_is_root_of_the_edge_equation(draws: tuple[np.ndarray, np.ndarray, np
 
 
 def test_a1_scalar_matches_array() -> None:
-    assert sam_edge(0.3, 0.05, 0.2) == pytest.approx(
-        float(sam_edge(np.array([0.3]), 0.05, 0.2)[0]), rel=1e-15
-    )
+    assert sam_edge(0.3, 0.05, 0.2) == pytest.approx(float(sam_edge(np.array([0.3]), 0.05, 0.2)[0]), rel=1e-15)
 
 
 # ----------------------------------------------------------------------------------------------- A2
@@ -152,9 +150,7 @@ def test_rho_zero_is_gd_edge() -> None:
 
 def test_multiplier_and_two_cycle() -> None:
     lam, g, eta, rho = 7.0, 0.4, 0.1, 0.05
-    assert sam_multiplier(lam, g, eta, rho) == pytest.approx(
-        1 - eta * lam - eta * rho * lam**2 / g, rel=1e-15
-    )
+    assert sam_multiplier(lam, g, eta, rho) == pytest.approx(1 - eta * lam - eta * rho * lam**2 / g, rel=1e-15)
     s = sam_edge(g, eta, rho)
     assert sam_multiplier(s, g, eta, rho) == pytest.approx(-1.0, abs=1e-13)
     c = two_cycle_amplitude(lam, eta, rho)

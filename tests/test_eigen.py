@@ -252,9 +252,7 @@ def test_official_value_is_the_norm_of_the_last_product():
 
 def test_official_iteration_cap_and_counting():
     H, _ = spectrum_matrix(torch.linspace(-1.0, 5.0, 30), seed=27)
-    op = HessianOperator(
-        lambda ps: 0.5 * ps[0] @ H @ ps[0], [torch.zeros(30, dtype=F64)], method="finite_difference"
-    )
+    op = HessianOperator(lambda ps: 0.5 * ps[0] @ H @ ps[0], [torch.zeros(30, dtype=F64)], method="finite_difference")
     capped = official_power_iteration(op, generator=gen(28), rel_tol=0.0)  # the rule can never be met
     assert capped.n_matvec == capped.n_iter == 100 and not capped.converged
     assert op.n_matvec == 100 and op.n_grad_evals == 200

@@ -46,9 +46,9 @@ def test_half_sum_is_num_classes_over_two_times_mean_in_value_gradient_and_hessi
     torch.testing.assert_close(h_mean, torch.eye(60, dtype=torch.float64) * 2 / 60)
     torch.testing.assert_close(h_half, 5 * h_mean)
     # With 3 classes the factor is 3/2.
-    assert (
-        squared_error_half_sum(logits[:, :3], y[:, :3]) / squared_error_mean(logits[:, :3], y[:, :3])
-    ).item() == (pytest.approx(1.5))
+    assert (squared_error_half_sum(logits[:, :3], y[:, :3]) / squared_error_mean(logits[:, :3], y[:, :3])).item() == (
+        pytest.approx(1.5)
+    )
 
 
 def test_squared_error_rejects_mismatched_targets() -> None:
@@ -104,9 +104,7 @@ def test_token_cross_entropy_rejects_bad_shapes() -> None:
     with pytest.raises(ValueError, match=r"\[0, 6\)"):
         token_cross_entropy(logits, torch.full((2, 4), 6))
     with pytest.raises(ValueError, match="inputs"):
-        token_cross_entropy(
-            logits, torch.ones(2, 4, dtype=torch.long), inputs=torch.ones(2, 3, dtype=torch.long)
-        )
+        token_cross_entropy(logits, torch.ones(2, 4, dtype=torch.long), inputs=torch.ones(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match=r"\(B, T, V\)"):
         token_cross_entropy(torch.zeros(8, 6), torch.ones(8, dtype=torch.long))
 

@@ -28,9 +28,7 @@ from samedge_lib.models import (
     variance_scaling_,
 )
 
-SMALL_TRANSFORMER = dict(
-    vocab_size=11, seq_len=6, d_model=8, num_layers=2, num_heads=2, key_size=4, widening_factor=2
-)
+SMALL_TRANSFORMER = dict(vocab_size=11, seq_len=6, d_model=8, num_layers=2, num_heads=2, key_size=4, widening_factor=2)
 SMALL_CNN = dict(in_channels=2, num_blocks=2, layers_per_block=2, feature_multiplier=3, n_out=4, image_size=8)
 
 
@@ -162,11 +160,7 @@ def test_transformer_init_is_haiku() -> None:
         return math.sqrt((1 / 3) / fan_in) / TRUNCATED_NORMAL_STD_FACTOR
 
     groups = {
-        128: [
-            w
-            for b in m.blocks
-            for w in (b.attention.query.weight, b.attention.key.weight, b.attention.value.weight)
-        ]
+        128: [w for b in m.blocks for w in (b.attention.query.weight, b.attention.key.weight, b.attention.value.weight)]
         + [b.fc1.weight for b in m.blocks],
         256: [b.attention.output.weight for b in m.blocks],
         512: [b.fc2.weight for b in m.blocks],
@@ -311,9 +305,7 @@ def _reference_transformer(m: CharTransformer, tokens: torch.Tensor) -> torch.Te
 
     B, T = tokens.shape
     h = m.token_embedding.weight[tokens] + m.positional_embedding[:T]
-    allowed = (
-        torch.tril(torch.ones(T, T, dtype=torch.bool))[None, None] & (tokens != m.pad_token)[:, None, None, :]
-    )
+    allowed = torch.tril(torch.ones(T, T, dtype=torch.bool))[None, None] & (tokens != m.pad_token)[:, None, None, :]
     for blk in m.blocks:
         a = blk.attention
         H, K = a.num_heads, a.key_size
@@ -349,9 +341,7 @@ def test_transformer_matches_independent_reference() -> None:
 
 
 def test_attention_agrees_with_torch_multihead_attention() -> None:
-    m = CharTransformer(
-        vocab_size=5, seq_len=7, d_model=12, num_layers=1, num_heads=3, key_size=4, seed=1
-    ).double()
+    m = CharTransformer(vocab_size=5, seq_len=7, d_model=12, num_layers=1, num_heads=3, key_size=4, seed=1).double()
     _randomise(m)
     a = m.blocks[0].attention
     ref = nn.MultiheadAttention(12, 3, bias=True, batch_first=True, dtype=torch.float64)
@@ -471,9 +461,7 @@ def test_double_backward_hvp_matches_finite_differences(kind: str) -> None:
     assert ((exact - fd).norm() / exact.norm()).item() < 1e-6
 
 
-@pytest.mark.filterwarnings(
-    "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
-)  # torch's own jvp set-up
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # torch's own jvp set-up
 @pytest.mark.parametrize("kind", ["transformer", "cnn"])
 def test_forward_over_reverse_hvp_matches_double_backward(kind: str) -> None:
     f, params, v = _setup(kind)

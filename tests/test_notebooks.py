@@ -66,9 +66,7 @@ def test_sources_are_committed_without_outputs():
         nb = nbformat.read(path, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert not any(c.get("outputs") or c.get("execution_count") for c in code), f"{path.name} has outputs"
-        assert "parameters" in code[0].metadata.get("tags", []), (
-            f"{path.name}: first code cell must be tagged"
-        )
+        assert "parameters" in code[0].metadata.get("tags", []), f"{path.name}: first code cell must be tagged"
         assert "preset" in code[0].source, f"{path.name}: parameters cell must define preset"
 
 

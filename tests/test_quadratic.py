@@ -49,9 +49,7 @@ def test_components_and_eigenvectors() -> None:
     v = q.eigenvectors
     torch.testing.assert_close(v.T @ v, torch.eye(5, dtype=F64), rtol=0, atol=1e-13)
     w = q.w_star + 2.5 * v[:, 3]
-    torch.testing.assert_close(
-        q.components(w), torch.tensor([0, 0, 0, 2.5, 0], dtype=F64), rtol=0, atol=1e-13
-    )
+    torch.testing.assert_close(q.components(w), torch.tensor([0, 0, 0, 2.5, 0], dtype=F64), rtol=0, atol=1e-13)
     assert torch.equal(Quadratic([1.0, 2.0]).eigenvectors, torch.eye(2, dtype=F64))
     torch.testing.assert_close(random_orthogonal(4, 7), random_orthogonal(4, 7), rtol=0, atol=0)
 
@@ -138,9 +136,7 @@ def test_a5_long_run_converges_to_the_two_cycle_on_the_edge(seed: int, eta: floa
     q = Quadratic(lam, seed=seed, w_star=rng.normal(size=dim))
     lam1 = float(lam.max())
     top = int(np.argmax(lam))
-    run = sam_run(
-        q, q.w_star + torch.randn(dim, dtype=F64, generator=torch.Generator().manual_seed(1)), eta, rho, 3000
-    )
+    run = sam_run(q, q.w_star + torch.randn(dim, dtype=F64, generator=torch.Generator().manual_seed(1)), eta, rho, 3000)
     c_end = run.components[-1]
     amplitude = eta * rho * lam1 / (2 - eta * lam1)  # Proposition C, typed here
     assert abs(abs(c_end[top]) - amplitude) / amplitude < 1e-10
@@ -197,9 +193,7 @@ def test_stability_map_boundary_is_the_sam_edge_curve() -> None:
 
 
 def test_stability_map_reports_grids_that_miss_the_boundary() -> None:
-    smap = stability_map(
-        [0.01, 1.0], [0.5, 0.6, 0.7]
-    )  # R(0.01) ~ 0.095 lies below the grid, R(1) ~ 0.618 in it
+    smap = stability_map([0.01, 1.0], [0.5, 0.6, 0.7])  # R(0.01) ~ 0.095 lies below the grid, R(1) ~ 0.618 in it
     b = stability_boundary(smap)
     assert np.isnan(b["boundary"].iloc[0])
     assert b["boundary"].iloc[1] == pytest.approx(0.65)

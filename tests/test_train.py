@@ -39,9 +39,7 @@ def test_sam_run_writes_tidy_tables_consistent_with_the_edges(tmp_path, data_dir
     m = res.measurements
     assert list(m["step"]) == [0, 4, 8, 12]
     assert (m["data"] == "full").all() and m["data_label"].str.contains("train\\[0:128\\]").all()
-    np.testing.assert_allclose(
-        m["sam_edge"], sam_edge(m["grad_norm"].to_numpy(), cfg.eta, cfg.rho), rtol=1e-12
-    )
+    np.testing.assert_allclose(m["sam_edge"], sam_edge(m["grad_norm"].to_numpy(), cfg.eta, cfg.rho), rtol=1e-12)
     np.testing.assert_allclose(m["edge"], m["sam_edge"])
     assert (m["gd_edge"] == gd_edge(cfg.eta)).all()
     assert (m["lambda_1"] >= m["lambda_2"]).all() and m["lanczos_converged"].all()
@@ -59,9 +57,7 @@ def test_sam_run_writes_tidy_tables_consistent_with_the_edges(tmp_path, data_dir
 
 
 def test_measured_lambda1_matches_a_dense_hessian(tmp_path, data_dir):
-    cfg = _small(
-        rho=0.0, dtype="float64", steps=2, measure_every=2, k=1, model={"depth": 2, "width": 8}, n_train=32
-    )
+    cfg = _small(rho=0.0, dtype="float64", steps=2, measure_every=2, k=1, model={"depth": 2, "width": 8}, n_train=32)
     res = run(cfg, root=tmp_path, progress=False)
     # rebuild the task and take the weights at step 2 from the checkpoint: compare with eigvalsh of the dense Hessian
     task = build_task(cfg, torch.device("cpu"), torch.float64)
@@ -181,9 +177,7 @@ def test_minibatch_task_measures_on_batch_and_fixed_data(tmp_path, data_dir):
     assert "test_loss" in m and m["test_loss"].notna().all()
     # the minibatch measured at step t is the batch of the update at step t: their losses agree
     mb = m[m["data"] == "minibatch"].set_index("step")
-    np.testing.assert_allclose(
-        res.steps.set_index("step").loc[[0, 2], "loss"], mb.loc[[0, 2], "loss"], rtol=1e-5
-    )
+    np.testing.assert_allclose(res.steps.set_index("step").loc[[0, 2], "loss"], mb.loc[[0, 2], "loss"], rtol=1e-5)
 
 
 def test_invalid_config_rejected_before_any_compute(tmp_path):
@@ -216,8 +210,6 @@ def test_cli_runs_and_reports(tmp_path, data_dir):
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "tracking_ratio" in out.stdout and "run folder" in out.stdout
-    bad = subprocess.run(
-        cmd[:-1] + ["--set", "hvp=magic"], capture_output=True, text=True, cwd=REPO, timeout=300
-    )
+    bad = subprocess.run(cmd[:-1] + ["--set", "hvp=magic"], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert bad.returncode == 2 and "'exact'" in bad.stderr
     assert math.isfinite(1.0)

@@ -74,9 +74,7 @@ def test_rho_zero_is_gd_step() -> None:
     assert torch.equal(new_sam[0], new_gd[0])
     # GD by hand: (1.5, 8) - 0.1 * (3, 4) = (1.2, 7.6)
     torch.testing.assert_close(new_gd[0], torch.tensor([1.2, 7.6], dtype=F64), rtol=0, atol=1e-14)
-    assert info_sam.update_grad[0] is info_sam.grad[0] or torch.equal(
-        info_sam.update_grad[0], info_sam.grad[0]
-    )
+    assert info_sam.update_grad[0] is info_sam.grad[0] or torch.equal(info_sam.update_grad[0], info_sam.grad[0])
     assert isinstance(info_gd, StepInfo)
 
 

@@ -54,20 +54,14 @@ def postprocess(path: Path) -> list[str]:
                 tags.append("remove-cell")
             insert_at = i + 1
         for out in cell.get("outputs", []):
-            if (
-                out.get("output_type") == "stream"
-                and out.get("name") == "stderr"
-                and "allow-stderr" not in tags
-            ):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr" and "allow-stderr" not in tags:
                 problems.append(f"{path.name}: cell {i} wrote to stderr: {out.get('text', '')[:300]!r}")
     if insert_at is not None and values:
         rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in values.items())
         table = nbformat.v4.new_markdown_cell(
             "```{admonition} Parameters of this execution\n:class: note\n"
             "| parameter | value |\n|---|---|\n" + rows + "\n\n"
-            "Rerun with other values: `python -m papermill "
-            + f"notebooks/{path.name}"
-            + " out.ipynb -p preset smoke`"
+            "Rerun with other values: `python -m papermill " + f"notebooks/{path.name}" + " out.ipynb -p preset smoke`"
             " (see the introduction).\n```"
         )
         table.metadata["tags"] = ["parameter-summary"]
@@ -104,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress_bar=False,
             )
         except papermill.PapermillExecutionError as err:
-            failures.append(
-                f"{src.name}: {err.ename}: {err.evalue} (executed copy with the traceback: {dest})"
-            )
+            failures.append(f"{src.name}: {err.ename}: {err.evalue} (executed copy with the traceback: {dest})")
             print(f"[execute] {src.name} FAILED after {time.perf_counter() - t0:.1f} s", flush=True)
             continue
         failures.extend(postprocess(dest))
