@@ -250,10 +250,10 @@ _PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             batch_size=32,
             loss="cross_entropy",
             model=dict(num_layers=2, num_heads=4, key_size=16, d_model=64),
-            steps=300,
+            steps=250,
             measure_every=25,
             k=1,
-            official_every=4,
+            official_every=5,
             measure_data="both",
         ),
         "smoke": dict(

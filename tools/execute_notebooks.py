@@ -5,7 +5,8 @@ papermill with the venv's own kernel, from the repository root, with ``-p preset
 any ``-p name value`` given, and writes the executed copy to ``book/chapters/``. It then
 
 * hides the ``parameters`` and ``injected-parameters`` cells and puts a small table of the values
-  actually used in their place, so the book shows which preset produced each page;
+  actually used in their place, so the book shows which preset produced each page, and collapses the
+  cell that validates them;
 * fails if any cell wrote to stderr (warnings are noise to a reader: fix them at the source).
 
 A failing notebook makes the command exit non-zero, and its executed copy (with the traceback)
@@ -56,6 +57,11 @@ def postprocess(path: Path) -> list[str]:
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream" and out.get("name") == "stderr" and "allow-stderr" not in tags:
                 problems.append(f"{path.name}: cell {i} wrote to stderr: {out.get('text', '')[:300]!r}")
+    # the cell right after the parameters validates them: machinery, not story -> collapsed in the book
+    if insert_at is not None and insert_at < len(nb.cells) and nb.cells[insert_at].cell_type == "code":
+        tags = nb.cells[insert_at].metadata.setdefault("tags", [])
+        if "hide-input" not in tags:
+            tags.append("hide-input")
     if insert_at is not None and values:
         rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in values.items())
         table = nbformat.v4.new_markdown_cell(
