@@ -505,16 +505,22 @@ def fetch(remote: RemoteFile, data_dir: str | os.PathLike[str] | None = None, *,
     return _fetch(remote, data_dir, download)[0]
 
 
+def _local_or_download(
+    remote: RemoteFile, dirs: Sequence[Path], download: bool, failures: list[str]
+) -> tuple[Path, str] | None:
+    """A verified local copy, else (if allowed) a verified download; ``None`` with ``failures`` filled in."""
+    found = _find_local(remote, dirs)
+    if found is not None or not download:
+        return found
+    return _try_download(remote, dirs, failures)
+
+
 def _fetch(remote: RemoteFile, data_dir: str | os.PathLike[str] | None, download: bool) -> tuple[Path, str]:
     dirs = search_dirs(data_dir)
-    found = _find_local(remote, dirs)
-    if found is not None:
-        return found
     failures: list[str] = []
-    if download:
-        got = _try_download(remote, dirs, failures)
-        if got is not None:
-            return got
+    got = _local_or_download(remote, dirs, download, failures)
+    if got is not None:
+        return got
     raise _missing_error(remote, dirs, failures, download)
 
 
@@ -766,14 +772,10 @@ def _fetch_cifar(name: str, data_dir: str | os.PathLike[str] | None, download: b
     """A verified CIFAR-10 batch file: a local copy, else a mirror's copy, else out of the tarball."""
     remote = CIFAR10_FILES[name]
     dirs = search_dirs(data_dir)
-    found = _find_local(remote, dirs)
-    if found is not None:
-        return found
     failures: list[str] = []
-    if download:
-        got = _try_download(remote, dirs, failures)  # only with a mirror: batches have no canonical URL
-        if got is not None:
-            return got
+    got = _local_or_download(remote, dirs, download, failures)  # downloads only from a mirror: no canonical URL
+    if got is not None:
+        return got
     archive = _find_local(CIFAR10_ARCHIVE, dirs)
     downloaded = False
     if archive is None and download:

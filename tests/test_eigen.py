@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.func import functional_call
+from tiny_models import make_mlp_loss
 
 from samedge_lib.eigen import (
     EigResult,
@@ -32,24 +32,7 @@ def gen(seed: int) -> torch.Generator:
 
 
 def mlp_problem(activation: str, widths=(6, 10, 4), n: int = 32, seed: int = 0):
-    g = gen(seed)
-    act = {"tanh": torch.nn.Tanh(), "relu": torch.nn.ReLU()}[activation]
-    layers: list[torch.nn.Module] = []
-    for a, b in zip(widths[:-1], widths[1:], strict=True):
-        lin = torch.nn.Linear(a, b).to(F64)
-        with torch.no_grad():
-            lin.weight.copy_(torch.randn(b, a, generator=g, dtype=F64) / a**0.5)
-            lin.bias.copy_(0.1 * torch.randn(b, generator=g, dtype=F64))
-        layers += [lin, act]
-    model = torch.nn.Sequential(*layers[:-1])
-    x = torch.randn(n, widths[0], generator=g, dtype=F64)
-    y = torch.randn(n, widths[-1], generator=g, dtype=F64)
-    names = [name for name, _ in model.named_parameters()]
-
-    def loss_fn(ps):
-        return ((functional_call(model, dict(zip(names, ps, strict=True)), (x,)) - y) ** 2).mean()
-
-    params = [p.detach().clone() for p in model.parameters()]
+    loss_fn, params = make_mlp_loss(activation, seed=seed, n=n, widths=widths)
     return loss_fn, params, dense_hessian(loss_fn, params)
 
 
