@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-#: The presets every notebook understands. ``smoke``: tests, seconds. ``cpu``: the book on two CPU
-#: cores, minutes. ``paper``: the official settings, for a GPU.
-PRESETS = ("smoke", "cpu", "paper")
+from .config import PRESETS  # smoke: tests, seconds; cpu: the book on two CPU cores; paper: official, on a GPU
 
 
 class NotebookParameterError(ValueError):

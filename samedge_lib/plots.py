@@ -24,12 +24,6 @@ from matplotlib.axes import Axes
 
 from .style import COLORS, RHO_PALETTE
 
-LOSS_NOTE = {
-    "mse_mean": "squared error, mean over N x classes (official)",
-    "mse_half_sum": "squared error, 1/2 sum over classes, mean over N",
-    "cross_entropy": "cross-entropy per token",
-}
-
 
 def _eig_columns(df: pd.DataFrame) -> list[str]:
     return sorted((c for c in df.columns if c.startswith("lambda_")), key=lambda c: int(c.split("_")[1]))
