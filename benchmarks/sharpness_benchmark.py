@@ -61,7 +61,7 @@ from samedge_lib.models import count_parameters, make_model  # noqa: E402
 from samedge_lib.provenance import collect, device_description  # noqa: E402
 from samedge_lib.updates import sam_step  # noqa: E402
 
-SCHEMA = "samedge-sharpness-benchmark/1"
+SCHEMA = "samedge-sharpness-benchmark/2"
 #: The book's default check: Lanczos on exact HVPs at this relative residual tolerance.
 DEFAULT_TOL = 1e-3
 #: Tolerance of the float64 reference.
@@ -86,6 +86,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         cnn=dict(n_train=32, feature_multiplier=4),
         transformer=dict(batch_size=4, num_layers=1, num_heads=2, key_size=8, d_model=16, seq_len=16),
         tf32_steps=3,
+        track_eta=0.01,
+        trace_caps=dict(lanczos=30, power=100),
+        trace_seeds=2,
         max_seconds=300.0,
     ),
     "cpu": dict(
@@ -101,6 +104,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         cnn=dict(n_train=256, feature_multiplier=16),
         transformer=dict(batch_size=32, num_layers=2, num_heads=4, key_size=16, d_model=64, seq_len=64),
         tf32_steps=5,
+        track_eta=0.01,
+        trace_caps=dict(lanczos=40, power=200),
+        trace_seeds=2,
         max_seconds=1200.0,
     ),
     "paper": dict(
@@ -116,7 +122,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         cnn=dict(n_train=1000, feature_multiplier=16),
         transformer=dict(batch_size=128, num_layers=6, num_heads=8, key_size=32, d_model=128, seq_len=64),
         tf32_steps=20,
-        max_seconds=150.0,
+        track_eta=0.01,
+        trace_caps=dict(lanczos=40, power=200),
+        trace_seeds=2,
+        max_seconds=240.0,
     ),
 }
 
@@ -377,6 +386,159 @@ def summarise_runs(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Median and range over seeds of cost and error."""
     return {key: spread([r[key] for r in rows]) for key in ("n_matvec", "n_grad_evals", "wall_s", "max_rel_err")} | {
         "all_converged": all(r["converged"] for r in rows)
+    }
+
+
+#: Nominal gradient evaluations per product and per check (graph build + gradient) of each traced solver.
+TRACE_SOLVERS: dict[str, tuple[str, int, int]] = {
+    # name: (HVP method, gradient evaluations per product, once per check)
+    "lanczos": ("exact", 1, 1),
+    "official": ("finite_difference", 2, 0),
+    "official_exact_hvp": ("exact", 1, 1),
+    "pyhessian": ("exact", 1, 1),
+}
+
+
+def official_default_stop(values: Sequence[float], rel_tol: float = 1e-3, abs_tol: float = 1e-3) -> int:
+    """Products after which the official rule (SPEC 5.4) stops, given the norms it saw after each product.
+
+    The rule keeps going while ``|n_t - n_{t-1}| > rel_tol * n_t`` and ``|n_t| > abs_tol``, with the dummy
+    ``n_0 = 1.0``; applied to the norms of a run that ignored it, it says where the default run would
+    have stopped (the trajectory up to there is the same: same start, same products).
+    """
+    last = 1.0
+    for t, cur in enumerate(values, start=1):
+        if not (abs(cur - last) > cur * rel_tol and abs(cur) > abs_tol):
+            return t
+        last = cur
+    return len(values)
+
+
+def products_to_reach(errors: Sequence[float], target: float) -> int | None:
+    """The first product count from which the error stays <= ``target`` to the end of the trace (1-based)."""
+    first = None
+    for i, e in enumerate(errors, start=1):
+        if e <= target:
+            first = i if first is None else first
+        else:
+            first = None
+    return first
+
+
+def convergence_traces(
+    problem: Problem,
+    params: list[torch.Tensor],
+    reference: Sequence[float],
+    cfg: dict[str, Any],
+    device: torch.device,
+    clock: Clock,
+    hvp_s: float,
+    fd_s: float,
+) -> dict[str, Any]:
+    """Cost to accuracy: the top-1 error after every product of each solver, run past its stopping rule.
+
+    Each solver runs with its stopping rule switched off up to a cap of products, from the same seeded
+    starts as the solver section, and its estimate after every product is compared with the float64
+    reference. From the traces: the products each needs before its error stays below 1e-3 (an *oracle*
+    stop that no solver can apply, which favours the power iterations), where the official rule and the
+    default's residual certificate stop, and the errors there.
+    """
+    lam = float(reference[0])
+    out: dict[str, Any] = {"target_rel_err": TARGET_REL_ERR, "caps": dict(cfg["trace_caps"]), "solvers": {}}
+    for solver, (method, per_product, once) in TRACE_SOLVERS.items():
+        cap = cfg["trace_caps"]["lanczos" if solver == "lanczos" else "power"]
+        n_seeds = cfg["trace_seeds"] if solver == "official" else 1
+        per_s = fd_s if method == "finite_difference" else hvp_s
+        runs = []
+        for seed in range(n_seeds):
+            if not clock.fits(f"traces/{solver}/seed{seed}", 1.2 * cap * per_s + 2 * per_s):
+                break
+            gen = torch.Generator().manual_seed(seed)
+            op = problem.operator(params, method)
+            if solver == "lanczos":
+                res = lanczos(op, k=1, tol=0.0, max_iter=cap, generator=gen)
+            elif solver == "pyhessian":
+                res = pyhessian_power_iteration(op, k=1, tol=0.0, max_iter=cap, generator=gen)
+            else:
+                res = official_power_iteration(op, k=1, generator=gen, rel_tol=0.0, abs_tol=0.0, max_iter=cap)
+            products = [int(h[0]) for h in res.history]
+            values = [float(h[1][-1] if solver == "pyhessian" else h[1][0]) for h in res.history]
+            errors = [abs(v - lam) / abs(lam) for v in values]
+            run: dict[str, Any] = {
+                "seed": seed,
+                "products": products,
+                "values": values,
+                "rel_err": errors,
+                "grad_evals": [once + per_product * n for n in products],
+                "products_to_target": products_to_reach(errors, TARGET_REL_ERR),
+            }
+            if solver == "lanczos":
+                est = [float(h[2][0]) for h in res.history]
+                run["residual_estimates"] = est
+                stop = next((i for i, r in enumerate(est) if r <= DEFAULT_TOL), None)
+                run["certified_stop"] = None if stop is None else {
+                    "products": products[stop],
+                    "grad_evals": once + per_product * products[stop],
+                    "rel_err": errors[stop],
+                    "residual_estimate": est[stop],
+                }
+            if solver in ("official", "official_exact_hvp"):
+                t = official_default_stop(values)
+                run["default_stop"] = {
+                    "products": t,
+                    "grad_evals": once + per_product * t,
+                    "rel_err": errors[t - 1],
+                }
+            runs.append(run)
+        if runs:
+            reached = [r["products_to_target"] for r in runs]
+            out["solvers"][solver] = {
+                "hvp_method": method,
+                "grad_evals_per_product": per_product,
+                "grad_evals_per_check": once,
+                "cap_products": cap,
+                "runs": runs,
+                "reached_target_all_seeds": all(x is not None for x in reached),
+            }
+    return out
+
+
+def equal_accuracy(traces: dict[str, Any], hvp_s: float, fd_s: float, grad_s: float) -> dict[str, Any] | None:
+    """Cost of the official estimator to reach the target (oracle stop) over the default's certified cost.
+
+    Gradient evaluations are nominal (a finite-difference product is 2, an exact product 1, plus 1 per
+    check for the graph); the time ratio uses the measured product times. When the official iteration
+    never stays below the target within its cap, the ratio is a lower bound (``lower_bound`` True).
+    """
+    sv = traces.get("solvers", {})
+    if "lanczos" not in sv or "official" not in sv:
+        return None
+    stops = [r["certified_stop"] for r in sv["lanczos"]["runs"] if r.get("certified_stop")]
+    if not stops:
+        return None
+    ours_evals = statistics.median(s["grad_evals"] for s in stops)
+    ours_products = statistics.median(s["products"] for s in stops)
+    cap = sv["official"]["cap_products"]
+    needed = [r["products_to_target"] for r in sv["official"]["runs"]]
+    lower = any(n is None for n in needed)
+    official_products = statistics.median(cap if n is None else n for n in needed)
+    official_evals = 2 * official_products
+    return {
+        "target_rel_err": TARGET_REL_ERR,
+        "default_products": ours_products,
+        "default_grad_evals": ours_evals,
+        "default_rel_err_at_stop": max(s["rel_err"] for s in stops),
+        "official_products_to_target": official_products,
+        "official_grad_evals_to_target": official_evals,
+        "lower_bound": lower,
+        "grad_eval_ratio": official_evals / ours_evals,
+        "time_ratio": (official_products * fd_s) / (ours_products * hvp_s + grad_s),
+        "official_default_stop_rel_err": statistics.median(
+            r["default_stop"]["rel_err"] for r in sv["official"]["runs"]
+        ),
+        "official_default_stop_grad_evals": statistics.median(
+            r["default_stop"]["grad_evals"] for r in sv["official"]["runs"]
+        ),
     }
 
 
@@ -688,7 +850,21 @@ def benchmark(
                     f"{sm['n_grad_evals']['median']:6.0f}  rel.err {sm['max_rel_err']['median']:.2e}"
                 )
 
-    # ---- 5. tracking overhead (needs a SAM-step time and the check times measured above)
+    # ---- 5. cost to accuracy: every solver past its own stopping rule (top-1)
+    if "top1" in mn["solvers"]:
+        log("convergence traces (top-1, stopping rules off)")
+        mn["traces"] = convergence_traces(prob, params, ref_vals, cfg, device, clock, hvp_s, fd_s)
+        eq = equal_accuracy(mn["traces"], hvp_s, fd_s, tg)
+        if eq is not None:
+            mn["equal_accuracy"] = eq
+            bound = ">=" if eq["lower_bound"] else "="
+            log(
+                f"to rel. err <= {TARGET_REL_ERR:g}: official {bound} "
+                f"{eq['official_grad_evals_to_target']:.0f} grad-evals,"
+                f" default {eq['default_grad_evals']:.0f} (ratio {bound} {eq['grad_eval_ratio']:.1f})"
+            )
+
+    # ---- 6. warm starts: 100 more steps at the tracked runs' step size and at the pre-training one
     log("SAM step time")
     sam_t = repeat_time(
         lambda: sam_step(params, prob.grad_fn, cfg["pretrain_eta"], cfg["rho"]),
@@ -696,33 +872,22 @@ def benchmark(
         cfg["repeats"],
         warmup=1,
     )
-    over: dict[str, Any] = {
-        "check_every": CHECK_EVERY,
-        "sam_step": sam_t,
-        "sam_step_over_gradient": sam_t["median_s"] / tg,
-    }
-    for solver in ("lanczos", "official"):
-        blk = mn["solvers"].get("top1", {}).get(solver)
-        if blk is None:
+    cases = {"track_eta": cfg["track_eta"], "pretrain_eta": cfg["pretrain_eta"]}
+    warm_all: dict[str, Any] = {}
+    for case, eta in cases.items():
+        if 1 not in first_vectors or not clock.fits(
+            f"warm_start/{case}", 2 * cfg["warm_steps"] * tg + 200 * hvp_s * 3 + 60 * hvp_s
+        ):
             continue
-        check_s = blk["summary"]["wall_s"]["median"]
-        evals = blk["summary"]["n_grad_evals"]["median"]
-        over[solver] = {
-            "check_s": check_s,
-            "share_of_wall_time": check_s / (CHECK_EVERY * sam_t["median_s"] + check_s),
-            "share_in_grad_evals": evals / (2 * CHECK_EVERY + evals),
-        }
-    mn["overhead"] = over
-
-    # ---- 6. warm start
-    if 1 in first_vectors and clock.fits("warm_start", 2 * cfg["warm_steps"] * tg + 200 * hvp_s * 3 + 60 * hvp_s):
-        log(f"warm start: {cfg['warm_steps']} more SAM steps, fresh reference")
-        params_b = train(prob, params, cfg["warm_steps"], cfg["pretrain_eta"], cfg["rho"])
+        log(f"warm start ({case}): {cfg['warm_steps']} more SAM steps at eta {eta:g}, fresh reference")
+        params_b = train(prob, params, cfg["warm_steps"], eta, cfg["rho"])
         ref_b, _ = reference_spectrum(prob64, params_b, 5, device)
         warm: dict[str, Any] = {
+            "eta": eta,
             "steps_between": cfg["warm_steps"],
             "reference": ref_b,
             "loss": float(prob.loss_fn(params_b)),
+            "lambda1_change": (ref_b["eigenvalues"][0] - lam1) / lam1,
         }
         for k, idx in ((1, 0), (5, 1)):
             if k not in first_vectors:
@@ -737,16 +902,46 @@ def benchmark(
                 "cold": {"runs": cold, "summary": cold_sum},
                 "warm": hot,
                 "warm_over_cold_matvec": hot["n_matvec"] / cold_sum["n_matvec"]["median"],
+                "start_rayleigh_rel_err": None,
             }
-            log(f"warm top{k}: {hot['n_matvec']} HVPs vs cold {cold_sum['n_matvec']['median']:.0f}")
-        mn["warm_start"] = warm
+            if k == 1:  # how good the previous vector is by itself: its Rayleigh quotient at the new point
+                u_prev = first_vectors[1][:, 0].double()
+                hu = prob.operator(params_b, "exact").matvec(u_prev.to(params_b[0].dtype)).double()
+                rq = float(u_prev @ hu) / float(u_prev @ u_prev)
+                warm["top1"]["start_rayleigh_rel_err"] = abs(rq - ref_b["eigenvalues"][0]) / ref_b["eigenvalues"][0]
+            log(f"warm top{k} ({case}): {hot['n_matvec']} HVPs vs cold {cold_sum['n_matvec']['median']:.0f}")
+        warm_all[case] = warm
+    if warm_all:
+        mn["warm_start"] = {"cases": warm_all}
 
-    # ---- 7. memory
+    # ---- 7. tracking overhead of a check every CHECK_EVERY steps: cold check, warm check (tracked eta), official
+    over: dict[str, Any] = {
+        "check_every": CHECK_EVERY,
+        "sam_step": sam_t,
+        "sam_step_over_gradient": sam_t["median_s"] / tg,
+    }
+    checks: dict[str, tuple[float, float]] = {}
+    for solver in ("lanczos", "official"):
+        blk = mn["solvers"].get("top1", {}).get(solver)
+        if blk is not None:
+            checks[solver] = (blk["summary"]["wall_s"]["median"], blk["summary"]["n_grad_evals"]["median"])
+    hot_track = warm_all.get("track_eta", {}).get("top1", {}).get("warm")
+    if hot_track is not None:
+        checks["lanczos_warm"] = (hot_track["wall_s"], hot_track["n_grad_evals"])
+    for name, (check_s, evals) in checks.items():
+        over[name] = {
+            "check_s": check_s,
+            "share_of_wall_time": check_s / (CHECK_EVERY * sam_t["median_s"] + check_s),
+            "share_in_grad_evals": evals / (2 * CHECK_EVERY + evals),
+        }
+    mn["overhead"] = over
+
+    # ---- 8. memory
     if clock.fits("memory", 4 * (2 * tg + 30 * hvp_s + 200 * tg)):
         log("peak memory")
         mn["memory"] = memory_section(prob, params, device)
 
-    # ---- 8. TF32 (CUDA only)
+    # ---- 9. TF32 (CUDA only)
     if device.type == "cuda":
         if clock.fits("tf32", 2 * (cfg["tf32_steps"] + 2) * 2 * tg + 2 * 60 * hvp_s + 2 * 200 * tg):
             log("TF32 versus strict float32")
@@ -754,7 +949,7 @@ def benchmark(
     else:
         clock.skipped["tf32"] = "CUDA only (TF32 does not exist on CPUs)"
 
-    # ---- 9. CNN and Transformer: HVP-method timings at the seeded initialisation
+    # ---- 10. CNN and Transformer: HVP-method timings at the seeded initialisation
     for name, builder in (("cnn", cnn_problem), ("transformer", transformer_problem)):
         if not clock.fits(name, 10.0 if device.type == "cuda" else 30.0):
             continue
@@ -770,9 +965,10 @@ def benchmark(
 
 
 def targets(result: dict[str, Any]) -> dict[str, Any]:
-    """The two headline numbers, computed from the measurements (None when a section was skipped)."""
+    """The headline numbers, computed from the measurements (absent when a section was skipped)."""
     out: dict[str, Any] = {}
-    top1 = result.get("mnist", {}).get("solvers", {}).get("top1", {})
+    mn = result.get("mnist", {})
+    top1 = mn.get("solvers", {}).get("top1", {})
     if "lanczos" in top1 and "official" in top1:
         lz, off = top1["lanczos"]["summary"], top1["official"]["summary"]
         out["default_max_rel_err"] = lz["max_rel_err"]["max"]
@@ -780,11 +976,20 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
         out["official_median_rel_err"] = off["max_rel_err"]["median"]
         out["grad_eval_ratio_official_over_default"] = off["n_grad_evals"]["median"] / lz["n_grad_evals"]["median"]
         out["wall_ratio_official_over_default"] = off["wall_s"]["median"] / lz["wall_s"]["median"]
-    warm = result.get("mnist", {}).get("warm_start", {})
-    if "top1" in warm:
-        out["warm_percent_of_cold_top1"] = 100 * warm["top1"]["warm_over_cold_matvec"]
-    if "top5" in warm:
-        out["warm_percent_of_cold_top5"] = 100 * warm["top5"]["warm_over_cold_matvec"]
+    eq = mn.get("equal_accuracy")
+    if eq:
+        out["equal_accuracy_grad_eval_ratio"] = eq["grad_eval_ratio"]
+        out["equal_accuracy_time_ratio"] = eq["time_ratio"]
+        out["equal_accuracy_lower_bound"] = eq["lower_bound"]
+        out["equal_accuracy_meets_3x"] = eq["grad_eval_ratio"] >= 3
+    for case, warm in mn.get("warm_start", {}).get("cases", {}).items():
+        for key in ("top1", "top5"):
+            if key in warm:
+                out[f"warm_percent_of_cold_{key}_{case}"] = 100 * warm[key]["warm_over_cold_matvec"]
+    ov = mn.get("overhead", {})
+    for name in ("lanczos", "lanczos_warm", "official"):
+        if name in ov:
+            out[f"overhead_percent_{name}"] = 100 * ov[name]["share_of_wall_time"]
     return out
 
 
@@ -823,12 +1028,25 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         if lz:
             cert = max(max(r["true_residuals"]) for r in lz["runs"])
             lines.append(f"  default certificate: max true relative residual {cert:.1e} (bounds the rel. error)")
+    eq = mn.get("equal_accuracy")
+    if eq:
+        bound = ">=" if eq["lower_bound"] else "="
+        lines.append(
+            f"to stay within rel. error {TARGET_REL_ERR:g}: official needs {bound} "
+            f"{eq['official_grad_evals_to_target']:.0f}"
+            f" gradient evaluations (oracle stop), the default {eq['default_grad_evals']:.0f} (certified stop):"
+            f" ratio {bound} {eq['grad_eval_ratio']:.1f} (time ratio {bound} {eq['time_ratio']:.1f})"
+        )
+        lines.append(
+            f"  the official rule itself stops after {eq['official_default_stop_grad_evals']:.0f} gradient evaluations"
+            f" at rel. error {eq['official_default_stop_rel_err']:.1e}"
+        )
     ov = mn.get("overhead", {})
-    for solver in ("lanczos", "official"):
-        if solver in ov:
+    for name, label in (("lanczos", "default, cold"), ("lanczos_warm", "default, warm"), ("official", "official")):
+        if name in ov:
             lines.append(
-                f"overhead of a check every {CHECK_EVERY} SAM steps ({solver}): "
-                f"{100 * ov[solver]['share_of_wall_time']:.2f}% of wall time"
+                f"overhead of a check every {CHECK_EVERY} SAM steps ({label}): "
+                f"{100 * ov[name]['share_of_wall_time']:.2f}% of wall time"
             )
     mem = mn.get("memory")
     if mem:
@@ -858,10 +1076,13 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             "than official "
             f"(whose median rel. error is {t['official_median_rel_err']:.1e})"
         )
-    if "warm_percent_of_cold_top1" in t:
-        lines.append(f"warm start needs {t['warm_percent_of_cold_top1']:.0f}% of a cold start's HVPs (top-1)")
-    if "warm_percent_of_cold_top5" in t:
-        lines.append(f"warm start needs {t['warm_percent_of_cold_top5']:.0f}% of a cold start's HVPs (top-5)")
+    for warm in mn.get("warm_start", {}).get("cases", {}).values():
+        for key in ("top1", "top5"):
+            if key in warm:
+                lines.append(
+                    f"warm start after {warm['steps_between']} steps at eta {warm['eta']:g}: "
+                    f"{100 * warm[key]['warm_over_cold_matvec']:.0f}% of a cold start's HVPs ({key})"
+                )
     return lines
 
 

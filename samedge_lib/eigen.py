@@ -19,7 +19,7 @@ in float64 while the products ``H v`` are computed in the operator's dtype. Floa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -50,6 +50,10 @@ class EigResult:
         converged: whether the solver's stopping rule was met before its iteration cap.
         method: name of the solver.
         ritz_residuals: for Lanczos, the Ritz estimates ``beta_m |s_m| / |theta|`` that drove the stop.
+        history: the estimate after every product, as ``(products so far, [k values], [k residual
+            estimates or NaN])``: Lanczos' wanted Ritz values and Ritz estimates (from step ``k`` on), the
+            official iteration's norms, PyHessian's found values followed by the current Rayleigh quotient.
+            It costs nothing extra and lets a benchmark read off the error after any number of products.
 
     """
 
@@ -61,6 +65,7 @@ class EigResult:
     converged: bool
     method: str
     ritz_residuals: torch.Tensor | None = None
+    history: list[tuple[int, list[float], list[float]]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------- validation helpers
@@ -250,6 +255,7 @@ def lanczos(
     idx = torch.zeros(0, dtype=torch.long)
     ritz_abs = torch.zeros(0, dtype=torch.float64)
     beta = 0.0
+    history: list[tuple[int, list[float], list[float]]] = []
 
     for j in range(max_iter):
         w = op.matvec(basis.rows[j].to(op.dtype)).to(torch.float64)
@@ -272,6 +278,7 @@ def lanczos(
             last = 0.0 if breakdown else beta
             ritz_abs = last * S[m - 1, idx].abs()
             floor = torch.finfo(torch.float64).eps * anorm
+            history.append((m, theta[idx].tolist(), (ritz_abs / theta[idx].abs().clamp(min=floor)).tolist()))
             if bool((ritz_abs <= tol * torch.clamp(theta[idx].abs(), min=floor)).all()):
                 converged = True
                 break
@@ -315,6 +322,7 @@ def lanczos(
         converged=converged,
         method=f"lanczos-{which}",
         ritz_residuals=ritz_rel.cpu(),
+        history=history,
     )
 
 
@@ -383,6 +391,7 @@ def official_power_iteration(
         current_norm = 1.0
         t = 0
         prev_v, product = v, v
+        history: list[tuple[int, list[float], list[float]]] = []
         while (
             last_norm is None
             or (abs(current_norm - last_norm) > current_norm * rel_tol and abs(current_norm) > abs_tol)
@@ -393,6 +402,7 @@ def official_power_iteration(
             current_norm = _norm64(product)
             v = product / current_norm if current_norm > 0 else product
             t += 1
+            history.append((t, [current_norm], [math.nan]))
         stopped_by_rule = not (abs(current_norm - last_norm) > current_norm * rel_tol and abs(current_norm) > abs_tol)
         n = current_norm
         sign = 1.0 if torch.dot(prev_v.double(), product.double()).item() >= 0 else -1.0
@@ -405,6 +415,7 @@ def official_power_iteration(
             n_iter=t,
             converged=stopped_by_rule,
             method="official_power_iteration",
+            history=history,
         )
 
     comps = _official_orthonormal_basis(
@@ -414,6 +425,7 @@ def official_power_iteration(
     current_norms = torch.ones(k, dtype=torch.float64)
     t = 0
     prev_comps, products = comps, comps
+    block_history: list[tuple[int, list[float], list[float]]] = []
 
     def keep_going(cur: torch.Tensor, last: torch.Tensor) -> bool:
         size = torch.linalg.vector_norm(cur).item()
@@ -426,6 +438,7 @@ def official_power_iteration(
         current_norms = torch.tensor([_norm64(p) for p in products], dtype=torch.float64)
         comps = _official_orthonormal_basis(products)
         t += 1
+        block_history.append((t * k, sorted(current_norms.tolist(), reverse=True), [math.nan] * k))
     assert last_norms is not None
     stopped_by_rule = not keep_going(current_norms, last_norms)
     order = torch.argsort(-current_norms)
@@ -443,6 +456,7 @@ def official_power_iteration(
         n_iter=t,
         converged=stopped_by_rule,
         method="official_power_iteration",
+        history=block_history,
     )
 
 
@@ -479,6 +493,7 @@ def pyhessian_power_iteration(
     residuals: list[float] = []
     all_converged = True
     sweeps = 0
+    history: list[tuple[int, list[float], list[float]]] = []
     for _ in range(k):
         v = normalise(_randn(dim, generator, op.dtype, op.device))
         value: float | None = None
@@ -492,6 +507,7 @@ def pyhessian_power_iteration(
             sweeps += 1
             mu = torch.dot(hv.double(), v.double()).item()
             res = _norm64(hv.double() - mu * v.double()) / max(abs(mu), 1e-300)
+            history.append((sweeps, [*values, mu], [*residuals, res]))
             v = normalise(hv)
             if value is not None and abs(value - mu) / (abs(value) + PYHESSIAN_EPS) < tol:
                 met = True
@@ -510,6 +526,7 @@ def pyhessian_power_iteration(
         n_iter=sweeps,
         converged=all_converged,
         method="pyhessian_power_iteration",
+        history=history,
     )
 
 

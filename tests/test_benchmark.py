@@ -79,7 +79,9 @@ def _synthetic_result() -> dict:
                     "official": {"summary": summary(96, 0.08), "runs": []},
                 }
             },
-            "warm_start": {"top1": {"warm_over_cold_matvec": 0.25}},
+            "warm_start": {
+                "cases": {"track_eta": {"eta": 0.01, "steps_between": 100, "top1": {"warm_over_cold_matvec": 0.25}}}
+            },
         }
     }
 
@@ -89,11 +91,48 @@ def test_targets_are_computed_from_the_measurements():
     t = bench.targets(result)
     assert t["grad_eval_ratio_official_over_default"] == pytest.approx(8.0)
     assert t["default_reaches_target"] is True
-    assert t["warm_percent_of_cold_top1"] == pytest.approx(25.0)
+    assert t["warm_percent_of_cold_top1_track_eta"] == pytest.approx(25.0)
     result["targets"] = t
     lines = "\n".join(bench.summary_lines(result))
     assert "default reaches rel. error <= 0.001" in lines and "8.0 times fewer" in lines
-    assert "warm start needs 25% of a cold start's HVPs" in lines
+    assert "warm start after 100 steps at eta 0.01: 25% of a cold start's HVPs (top1)" in lines
+
+
+def test_official_default_stop_replays_the_rule():
+    # dummy n_0 = 1: 2.0 changes by 1.0 (> 1e-3 * 2), 2.5 by 0.5, 2.5005 by 5e-4 <= 2.5e-3: stop after 3
+    assert bench.official_default_stop([2.0, 2.5, 2.5005, 2.6]) == 3
+    # a first norm within 1e-3 of the dummy 1.0 stops at once; a tiny norm (<= abs_tol) too
+    assert bench.official_default_stop([1.0005, 3.0]) == 1
+    assert bench.official_default_stop([0.5, 0.0009]) == 2
+    # never met: the whole trace
+    assert bench.official_default_stop([3.0, 6.0, 12.0]) == 3
+
+
+def test_products_to_reach_needs_the_error_to_stay_below():
+    assert bench.products_to_reach([0.1, 1e-4, 0.2, 5e-4, 1e-5], 1e-3) == 4
+    assert bench.products_to_reach([0.1, 0.01], 1e-3) is None
+    assert bench.products_to_reach([1e-4], 1e-3) == 1
+
+
+def test_equal_accuracy_ratio_and_lower_bound():
+    traces = {
+        "solvers": {
+            "lanczos": {"runs": [{"certified_stop": {"grad_evals": 11, "products": 10, "rel_err": 1e-6}}]},
+            "official": {
+                "cap_products": 200,
+                "runs": [
+                    {"products_to_target": 55, "default_stop": {"rel_err": 0.02, "grad_evals": 40}},
+                    {"products_to_target": 65, "default_stop": {"rel_err": 0.03, "grad_evals": 30}},
+                ],
+            },
+        }
+    }
+    eq = bench.equal_accuracy(traces, hvp_s=2.0, fd_s=2.0, grad_s=1.0)
+    assert eq["official_grad_evals_to_target"] == 120 and eq["grad_eval_ratio"] == pytest.approx(120 / 11)
+    assert eq["time_ratio"] == pytest.approx(60 * 2.0 / (10 * 2.0 + 1.0)) and not eq["lower_bound"]
+    traces["solvers"]["official"]["runs"][1]["products_to_target"] = None  # never reached within the cap
+    eq = bench.equal_accuracy(traces, hvp_s=2.0, fd_s=2.0, grad_s=1.0)
+    assert eq["lower_bound"] and eq["official_products_to_target"] == pytest.approx((55 + 200) / 2)
 
 
 def test_target_line_says_when_the_default_misses():
@@ -193,11 +232,36 @@ def test_smoke_values_are_sane(smoke_result):
     for solver in ("lanczos", "official"):
         assert 0 < over[solver]["share_of_wall_time"] < 1
     assert over["lanczos"]["share_in_grad_evals"] < over["official"]["share_in_grad_evals"]
-    warm = mn["warm_start"]["top1"]
-    assert warm["warm"]["warm"] and warm["warm"]["max_rel_err"] <= 1e-3
+    for case in ("track_eta", "pretrain_eta"):
+        warm = mn["warm_start"]["cases"][case]["top1"]
+        assert warm["warm"]["warm"] and warm["warm"]["max_rel_err"] <= 1e-3
     t = res["targets"]
     assert t["grad_eval_ratio_official_over_default"] > 1
-    assert 0 < t["warm_percent_of_cold_top1"] <= 200
+    assert 0 < t["warm_percent_of_cold_top1_track_eta"] <= 200
+    assert 0 < over["lanczos_warm"]["share_of_wall_time"] < 1
     mem = mn["memory"]["saved_tensor_mib"]
     assert mem["check"] > mem["gradient"] > 0  # the check keeps the double-backward graph
     assert any("times fewer gradient evaluations" in line for line in res["summary_lines"])
+
+
+@pytest.mark.slow
+def test_traces_replay_the_solver_runs(smoke_result):
+    """The traces (stopping rules off) pass through the solver runs with the same seeds (stopping rules on)."""
+    _, res = smoke_result
+    mn = res["mnist"]
+    traces, top1 = mn["traces"]["solvers"], mn["solvers"]["top1"]
+    # the official rule applied to the trace stops where the official run stopped, at the same value
+    off_trace, off_run = traces["official"]["runs"][0], top1["official"]["runs"][0]
+    stop = off_trace["default_stop"]["products"]
+    assert stop == off_run["n_matvec"]
+    assert off_trace["values"][stop - 1] == pytest.approx(off_run["eigenvalues"][0], rel=1e-6)
+    # Lanczos from seed 0: its certified stop is where the default (tol 1e-3) run stopped, same value
+    lz_trace, lz_run = traces["lanczos"]["runs"][0], top1["lanczos"]["runs"][0]
+    assert lz_trace["certified_stop"]["products"] == lz_run["n_matvec"]
+    assert lz_trace["values"][lz_run["n_matvec"] - 1] == pytest.approx(lz_run["eigenvalues"][0], rel=1e-9)
+    # Ritz values of the top eigenvalue only grow (interlacing) and never exceed the reference
+    vals, lam = lz_trace["values"], mn["reference"]["eigenvalues"][0]
+    assert all(b >= a - 1e-6 * lam for a, b in zip(vals, vals[1:], strict=False))
+    assert max(vals) <= lam * (1 + 1e-5)
+    eq = mn["equal_accuracy"]
+    assert eq["default_grad_evals"] == lz_run["n_grad_evals"] and eq["grad_eval_ratio"] > 1

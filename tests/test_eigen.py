@@ -307,3 +307,41 @@ def test_other_bad_inputs_are_rejected():
         eigsh_reference(op, k=4)
     with pytest.raises(TypeError, match="matvec"):
         lanczos(torch.eye(4), k=1)
+
+
+def _spread_spectrum(n: int = 60, seed: int = 3) -> tuple[DenseOperator, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    lam = torch.linspace(-1.0, 4.0, n, dtype=torch.float64)
+    return DenseOperator(q @ torch.diag(lam) @ q.T), lam
+
+
+def test_lanczos_history_is_the_run_step_by_step():
+    op, lam = _spread_spectrum()
+    res = lanczos(op, k=2, tol=1e-8, generator=torch.Generator().manual_seed(0))
+    steps = [h[0] for h in res.history]
+    assert steps == list(range(2, res.n_iter + 1))  # one entry per product once k Ritz pairs exist
+    assert res.history[-1][1] == pytest.approx(res.eigenvalues.tolist(), abs=0)
+    assert res.history[-1][2] == pytest.approx(res.ritz_residuals.tolist(), abs=0)
+    # Ritz values approach lambda_1 from below and only grow (Cauchy interlacing)
+    tops = [h[1][0] for h in res.history]
+    assert all(b >= a - 1e-12 for a, b in zip(tops, tops[1:], strict=False)) and max(tops) <= lam.max() + 1e-12
+    # the residual estimates bound the distance to the nearest eigenvalue at every step
+    for _, values, estimates in res.history:
+        for v, r in zip(values, estimates, strict=True):
+            assert (lam - v).abs().min() <= r * abs(v) + 1e-12
+
+
+def test_power_iteration_histories_end_at_the_reported_values():
+    op, lam = _spread_spectrum()
+    off = official_power_iteration(op, generator=torch.Generator().manual_seed(1))
+    assert [h[0] for h in off.history] == list(range(1, off.n_matvec + 1))
+    assert off.history[-1][1][0] == pytest.approx(off.eigenvalues[0].item(), rel=1e-15)
+    # ||H v|| of a unit vector never exceeds the largest magnitude
+    assert all(h[1][0] <= lam.abs().max() + 1e-12 for h in off.history)
+    blk = official_power_iteration(op, k=3, generator=torch.Generator().manual_seed(1), max_iter=7)
+    assert [h[0] for h in blk.history] == [3 * t for t in range(1, 8)]
+    assert blk.history[-1][1] == pytest.approx(blk.eigenvalues.tolist(), rel=1e-15)
+    py = pyhessian_power_iteration(op, k=2, generator=torch.Generator().manual_seed(1))
+    assert [h[0] for h in py.history] == list(range(1, py.n_matvec + 1))
+    assert len(py.history[-1][1]) == 2  # the first value found, then the current Rayleigh quotient
