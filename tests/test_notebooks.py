@@ -27,7 +27,12 @@ GLUE_CHECKS: dict[str, dict] = {
     "03_mnist_mlp": {"ch3_ratio_main": lambda v: v > 0, "ch3_gd_ratio": lambda v: 0 < v < 1.5},
     "04_cifar10_cnn": {"ch4_ratio_main": lambda v: v > 0, "ch4_gd_ratio": lambda v: v > 0},
     "05_shakespeare_transformer": {"ch5_ratio_main": lambda v: v > 0, "ch5_ratio_fixed": lambda v: v > 0},
-    "06_sharpness_benchmark": {},
+    "06_sharpness_benchmark": {
+        "ch6_default_rel_err": lambda v: 0 <= v <= 1e-3,
+        "ch6_equal_accuracy_grad_eval_ratio": lambda v: v >= 3,
+        "ch6_tracking_share_mnist_sam": lambda v: 0 < v <= 10,
+        "ch6_warm_percent_top1_track_eta": lambda v: 0 < v < 100,
+    },
 }
 
 

@@ -1,0 +1,440 @@
+"""Tables and headline numbers from the stored sharpness benchmarks and the stored paper-scale runs.
+
+The benchmark (``benchmarks/sharpness_benchmark.py``) writes one JSON file per machine under
+``results/benchmark/``; the appendix chapter reads them through this module and never recomputes them.
+Everything here is pure data handling: files in, :class:`pandas.DataFrame` tables and plain numbers out
+(the figures are in :mod:`samedge_lib.plots`).
+
+Two schema versions exist. Version 1 (written before the convergence traces were added) has one
+warm-start case (100 steps at the pre-training step size) and no traces; :func:`load_benchmarks`
+rewrites its warm-start section into version 2's layout so that the tables need not care.
+
+:func:`tracking_cost` reads the *real* cost of sharpness tracking from a stored run's measurement table
+(products per check, seconds per check, the share of wall time), which is the tracking-overhead number
+the benchmark can only estimate from one point.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .train import RunResult
+
+#: Schemas this module reads (the benchmark's ``SCHEMA``, old and current).
+SCHEMAS: tuple[str, ...] = ("samedge-sharpness-benchmark/1", "samedge-sharpness-benchmark/2")
+#: Paper-scale files first, then CPU, then smoke.
+PRESET_ORDER = {"paper": 0, "cpu": 1, "smoke": 2}
+#: Readable names of the solvers the benchmark compares.
+SOLVER_LABELS = {
+    "lanczos": "default (Lanczos, exact HVP, tol 1e-3)",
+    "pyhessian": "PyHessian-style power iteration",
+    "official": "official (finite-difference power iteration)",
+    "official_exact_hvp": "official power iteration on exact HVPs",
+}
+#: Readable names of the benchmark's models.
+MODELS = {"mnist": "MNIST MLP", "cnn": "CIFAR-10 CNN", "transformer": "Transformer"}
+#: Readable names of the warm-start cases.
+WARM_CASES = {
+    "track_eta": "the tracked runs' step size",
+    "pretrain_eta": "the pre-training step size",
+}
+
+
+class BenchmarkFileError(ValueError):
+    """A file in the benchmark folder is not a benchmark result this module can read."""
+
+
+def fmt(x: float | None, spec: str = ".3g") -> str:
+    """A number for a table cell ('-' when missing)."""
+    return "-" if x is None else format(x, spec)
+
+
+def _normalise(data: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite a version-1 warm-start section into version 2's ``{"cases": {...}}`` layout."""
+    mn = data.get("mnist", {})
+    ws = mn.get("warm_start")
+    if ws and "cases" not in ws:
+        case = dict(ws)
+        case.setdefault("eta", mn.get("point", {}).get("eta"))
+        mn["warm_start"] = {"cases": {"pretrain_eta": case}}
+    return data
+
+
+def load_benchmarks(folder: str | Path) -> list[dict[str, Any]]:
+    """Every stored benchmark in ``folder`` (paper-scale first), each with ``_file`` set to its path.
+
+    Raises:
+        FileNotFoundError: the folder does not exist.
+        BenchmarkFileError: a ``*.json`` file there is not valid JSON or has an unknown schema.
+
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"no benchmark folder {folder}; run: python benchmarks/sharpness_benchmark.py --preset cpu"
+        )
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise BenchmarkFileError(f"{path} is not valid JSON ({exc}); delete it or rerun the benchmark") from exc
+        if data.get("schema") not in SCHEMAS:
+            raise BenchmarkFileError(
+                f"{path} has schema {data.get('schema')!r}; this book reads {', '.join(SCHEMAS)}. "
+                "Rerun the benchmark to refresh it."
+            )
+        data["_file"] = str(path)
+        found.append(_normalise(data))
+    return sorted(found, key=lambda r: (PRESET_ORDER.get(r["preset"], 9), r["machine_tag"]))
+
+
+def signed_errors(runs: Sequence[dict[str, Any]], reference: Sequence[float]) -> list[float]:
+    """Signed relative error of the largest returned eigenvalue, per solver run."""
+    return [(run["eigenvalues"][0] - reference[0]) / reference[0] for run in runs]
+
+
+# ------------------------------------------------------------------------------------------------ tables
+def machines_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Per machine: device, settings and the benchmark point (is it part-way through training?)."""
+    rows = {}
+    for r in results:
+        mn, s = r["mnist"], r["settings"]
+        pt = mn["point"]
+        rows[r["machine_tag"]] = {
+            "device": r["device"],
+            "preset": r["preset"],
+            "schema": r["schema"].rsplit("/", 1)[-1],
+            "torch": r["torch"],
+            "threads": s.get("torch_threads"),
+            "MNIST model": f"{mn['setting']['model']} ({mn['setting']['n_params']:,} params)",
+            "examples": f"{mn['setting']['n_train']:,}",
+            "pre-training": f"{pt['pretrain_steps']} SAM steps, eta {pt['eta']:g}, rho {pt['rho']:g}",
+            "loss init -> point": f"{pt['loss_init']:.4f} -> {pt['loss']:.4f}",
+            "train acc. init -> point": f"{pt['train_accuracy_init']:.2f} -> {pt['train_accuracy']:.2f}",
+            "lambda_1 at point": fmt(pt.get("lambda1"), ".4g"),
+            "run time [s]": f"{r['elapsed_s']:.0f}",
+            "skipped": "; ".join(r["skipped"]) or "-",
+        }
+    return pd.DataFrame(rows)
+
+
+def hvp_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Gradient time and each HVP method's time as a multiple of it (graph build in brackets)."""
+    rows = []
+    for r in results:
+        for key, label in MODELS.items():
+            ht = (r.get(key) or {}).get("hvp_timing")
+            if not ht:
+                continue
+            row = {
+                "machine": r["machine_tag"],
+                "model": label,
+                "gradient [ms]": f"{1e3 * ht['gradient']['median_s']:.1f}",
+            }
+            for m, d in ht["methods"].items():
+                cell = f"{d['ratio_to_gradient']:.2f}x"
+                if d.get("graph_build_ratio"):
+                    cell += f" (+{d['graph_build_ratio']:.2f}x)"
+                row[m] = cell
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["machine", "model"])
+
+
+def solver_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Each solver with its own stopping rule: products, gradient evaluations, time, error, certificate."""
+    rows = []
+    for r in results:
+        mn = r["mnist"]
+        ref = mn.get("reference", {}).get("eigenvalues")
+        for key, blk in mn.get("solvers", {}).items():
+            for solver, d in blk.items():
+                s, e = d["summary"], d["summary"]["max_rel_err"]
+                signed = statistics.median(signed_errors(d["runs"], ref))
+                cert = max(max(x["true_residuals"]) for x in d["runs"]) if solver == "lanczos" else None
+                rows.append(
+                    {
+                        "machine": r["machine_tag"],
+                        "eigenvalues": key,
+                        "solver": SOLVER_LABELS[solver],
+                        "runs": s["n_matvec"]["n"],
+                        "HVPs": "{median:.0f} [{min:.0f}, {max:.0f}]".format(**s["n_matvec"]),
+                        "gradient evals": f"{s['n_grad_evals']['median']:.0f}",
+                        "wall [s]": f"{s['wall_s']['median']:.3g}",
+                        "max rel. error": f"{e['median']:.1e} [{e['min']:.1e}, {e['max']:.1e}]",
+                        "signed error of top value": f"{signed:+.1e}",
+                        "certificate": fmt(cert, ".1e"),
+                    }
+                )
+    return pd.DataFrame(rows).set_index(["machine", "eigenvalues", "solver"])
+
+
+def product_bias_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """One product at each float64 reference eigenvector: finite difference against exact."""
+    rows = []
+    for r in results:
+        pb = r["mnist"].get("product_bias")
+        if not pb:
+            continue
+        for fd, ex in zip(pb["finite_difference"], pb["exact"], strict=True):
+            rows.append(
+                {
+                    "machine": r["machine_tag"],
+                    "eigenpair": f"lambda_{fd['index']}",
+                    "finite difference: (u.Hu - lambda) / lambda": f"{fd['rayleigh_rel']:+.1e}",
+                    "finite difference: (|Hu| - lambda) / lambda": f"{fd['norm_rel']:+.1e}",
+                    "exact HVP (float32): (u.Hu - lambda) / lambda": f"{ex['rayleigh_rel']:+.1e}",
+                }
+            )
+    return pd.DataFrame(rows).set_index(["machine", "eigenpair"]) if rows else pd.DataFrame()
+
+
+def trace_frame(result: dict[str, Any]) -> pd.DataFrame:
+    """The convergence traces of one benchmark as a long table (empty for schema 1).
+
+    Columns: ``solver``, ``seed``, ``products``, ``grad_evals``, ``rel_err`` and, for Lanczos, the
+    relative residual estimate ``residual`` (its certificate).
+    """
+    rows = []
+    for solver, d in result["mnist"].get("traces", {}).get("solvers", {}).items():
+        for run in d["runs"]:
+            res = run.get("residual_estimates") or [float("nan")] * len(run["products"])
+            for n, g, e, q in zip(run["products"], run["grad_evals"], run["rel_err"], res, strict=True):
+                rows.append(
+                    {"solver": solver, "seed": run["seed"], "products": n, "grad_evals": g, "rel_err": e, "residual": q}
+                )
+    return pd.DataFrame(rows)
+
+
+def equal_accuracy_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Cost to reach the target error: official (oracle stop) against the default (certified stop)."""
+    rows = {}
+    for r in results:
+        eq = r["mnist"].get("equal_accuracy")
+        if not eq:
+            continue
+        bound = ">= " if eq["lower_bound"] else ""
+        rows[r["machine_tag"]] = {
+            "default: gradient evals (certified stop)": f"{eq['default_grad_evals']:.0f}",
+            "default: rel. error there": f"{eq['default_rel_err_at_stop']:.1e}",
+            "official: gradient evals to stay <= 1e-3 (oracle)": f"{bound}{eq['official_grad_evals_to_target']:.0f}",
+            "ratio (gradient evaluations)": f"{bound}{eq['grad_eval_ratio']:.1f}x",
+            "ratio (measured time)": f"{bound}{eq['time_ratio']:.1f}x",
+            "official rule: gradient evals": f"{eq['official_default_stop_grad_evals']:.0f}",
+            "official rule: rel. error": f"{eq['official_default_stop_rel_err']:.1e}",
+        }
+    return pd.DataFrame(rows)
+
+
+def warm_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Warm against cold starts 100 steps after the previous check, per step-size case."""
+    rows = []
+    for r in results:
+        for ws in r["mnist"].get("warm_start", {}).get("cases", {}).values():
+            for key in ("top1", "top5"):
+                if key not in ws:
+                    continue
+                c, w = ws[key]["cold"]["summary"], ws[key]["warm"]
+                start = ws[key].get("start_rayleigh_rel_err")
+                rows.append(
+                    {
+                        "machine": r["machine_tag"],
+                        "steps at eta": f"{ws['steps_between']} at {ws['eta']:g}",
+                        "eigenvalues": key,
+                        "lambda_1 change": fmt(ws.get("lambda1_change"), "+.1%"),
+                        "previous vector's Rayleigh quotient, rel. error": fmt(start, ".1e"),
+                        "cold HVPs (median)": f"{c['n_matvec']['median']:.0f}",
+                        "warm HVPs": w["n_matvec"],
+                        "warm / cold": f"{100 * ws[key]['warm_over_cold_matvec']:.0f}%",
+                        "warm max rel. error": f"{w['max_rel_err']:.1e}",
+                    }
+                )
+    return pd.DataFrame(rows).set_index(["machine", "steps at eta", "eigenvalues"]) if rows else pd.DataFrame()
+
+
+def overhead_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Share of wall time spent measuring at a check every 100 steps, estimated at the benchmark point."""
+    labels = {
+        "lanczos": "default, cold start",
+        "lanczos_warm": "default, warm start (tracked step size)",
+        "official": "official estimator",
+    }
+    rows = []
+    for r in results:
+        ov = r["mnist"].get("overhead", {})
+        for name, label in labels.items():
+            if name in ov:
+                rows.append(
+                    {
+                        "machine": r["machine_tag"],
+                        "check": label,
+                        "SAM step [ms]": f"{1e3 * ov['sam_step']['median_s']:.1f}",
+                        "check [ms]": f"{1e3 * ov[name]['check_s']:.0f}",
+                        "share of wall time": f"{100 * ov[name]['share_of_wall_time']:.1f}%",
+                        "share of gradient evaluations": f"{100 * ov[name]['share_in_grad_evals']:.1f}%",
+                    }
+                )
+    return pd.DataFrame(rows).set_index(["machine", "check"])
+
+
+def memory_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Peak memory of a gradient and of the two checks, and the bytes autograd saves."""
+    rows = {}
+    for r in results:
+        mem = r["mnist"].get("memory")
+        if not mem:
+            continue
+        st = mem.get("saved_tensor_mib", {})
+        rows[r["machine_tag"]] = {
+            "parameters [MiB]": f"{mem['param_mib']:.1f}",
+            "gradient peak [MiB]": fmt(mem.get("gradient_mib"), ".0f"),
+            "default check peak [MiB]": fmt(mem.get("check_mib"), ".0f"),
+            "official check peak [MiB]": fmt(mem.get("official_check_mib"), ".0f"),
+            "saved for backward: gradient [MiB]": fmt(st.get("gradient"), ".1f"),
+            "saved for backward: check [MiB]": fmt(st.get("check"), ".1f"),
+            "how": "GPU allocator peak" if mem["how"].startswith("torch.cuda") else "CPU peak RSS (lower bound)",
+        }
+    return pd.DataFrame(rows).T
+
+
+def tf32_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """SAM speed and lambda_1 in strict float32 and TF32 (GPU benchmarks only)."""
+    rows = {}
+    for r in results:
+        tf = r["mnist"].get("tf32")
+        if not tf:
+            continue
+        rows[r["machine_tag"]] = {
+            "SAM steps/s strict fp32": f"{tf['strict_fp32']['sam_steps_per_s']:.1f}",
+            "SAM steps/s TF32": f"{tf['tf32']['sam_steps_per_s']:.1f}",
+            "speed-up": f"{tf['speedup_tf32']:.2f}x",
+            "lambda_1 rel. change (Lanczos)": f"{tf['lambda1_rel_diff_tf32_vs_strict']:.1e}",
+            "official rel. error strict": f"{tf['strict_fp32']['official_rel_err_vs_fp64']:.1e}",
+            "official rel. error TF32": f"{tf['tf32']['official_rel_err_vs_fp64']:.1e}",
+        }
+    return pd.DataFrame(rows).T
+
+
+# ------------------------------------------------------------------------------ real tracking cost
+def tracking_cost(run: RunResult) -> dict[str, Any]:
+    """What sharpness tracking cost in a stored run, read from its measurement table.
+
+    A check's seconds (``measure_seconds``, all measurements of that step: Lanczos, gradient norms,
+    alignments, test loss and, every few checks, the official estimator) against the wall time of the
+    interval that ends with it. The first check (at the initialisation, cold start, device warm-up) is
+    reported on its own; it is not a controlled warm-against-cold comparison, since later checks measure
+    a different (usually more clustered) spectrum;
+    ``share_default`` is the median share over intervals whose check did not run the official estimator.
+    """
+    df = run.measurements
+    per_step = df.groupby("step", sort=True).agg(
+        products=("lanczos_matvecs", "sum"),
+        official=("official_matvecs", "sum"),
+        seconds=("measure_seconds", "sum"),
+        wall=("wall_time", "max"),
+    )
+    if len(per_step) < 2:
+        raise ValueError(f"run {run.path.name} has {len(per_step)} check(s); the tracking cost needs at least two")
+    interval = per_step["wall"].diff().iloc[1:]
+    later = per_step.iloc[1:]
+    share = later["seconds"] / interval
+    default_only = later["official"] == 0
+    steps = per_step.index.to_series().diff().iloc[1:]
+    return {
+        "run": run.path.name,
+        "device": run.provenance.get("device_name") or run.provenance.get("device"),
+        "checks": int(len(per_step)),
+        "check_every": int(steps.median()),
+        "k": int(run.config.k),
+        "cold_products": int(per_step["products"].iloc[0]),
+        "warm_products_median": float(later["products"].median()),
+        "check_seconds_median": float(later.loc[default_only, "seconds"].median()),
+        "share_default": float(share[default_only].median()),
+        "share_with_official": float(later["seconds"].sum() / interval.sum()),
+    }
+
+
+def tracking_cost_table(runs: Sequence[RunResult]) -> pd.DataFrame:
+    """:func:`tracking_cost` of several stored runs, as a table."""
+    rows = {}
+    for run in runs:
+        c = tracking_cost(run)
+        rows[c["run"]] = {
+            "device": c["device"],
+            "checks (every n steps)": f"{c['checks']} (every {c['check_every']})",
+            "k": c["k"],
+            "HVPs, first check (initialisation, cold)": c["cold_products"],
+            "HVPs, later checks (warm), median": f"{c['warm_products_median']:.0f}",
+            "check [s], median": f"{c['check_seconds_median']:.2f}",
+            "share of wall time, default checks": f"{100 * c['share_default']:.1f}%",
+            "share incl. official estimator": f"{100 * c['share_with_official']:.1f}%",
+        }
+    return pd.DataFrame(rows).T
+
+
+# ------------------------------------------------------------------------------------------ headlines
+def primary_result(results: Sequence[dict[str, Any]], schema: str | None = None) -> dict[str, Any]:
+    """The benchmark the headline numbers come from: the first (paper-scale first) with a solver section,
+    restricted to ``schema`` when given; raises ``LookupError`` when none qualifies.
+    """
+    for r in results:
+        if "top1" in r.get("mnist", {}).get("solvers", {}) and (schema is None or r["schema"] == schema):
+            return r
+    raise LookupError(f"no stored benchmark with a top-1 solver section{f' and schema {schema}' if schema else ''}")
+
+
+def headline(result: dict[str, Any]) -> dict[str, float]:
+    """The numbers the appendix states, computed from one benchmark (keys absent when not measured)."""
+    mn = result["mnist"]
+    top1 = mn["solvers"]["top1"]
+    ref1 = mn["reference"]["eigenvalues"]
+    ht = mn["hvp_timing"]["methods"]
+    pb = mn["product_bias"]
+    t = result["targets"]
+    out: dict[str, float] = {
+        "default_rel_err": t["default_max_rel_err"],
+        "default_hvps": top1["lanczos"]["summary"]["n_matvec"]["median"],
+        "official_rel_err": t["official_median_rel_err"],
+        "official_rel_err_max": top1["official"]["summary"]["max_rel_err"]["max"],
+        "official_hvps": top1["official"]["summary"]["n_matvec"]["median"],
+        "official_signed_err": statistics.median(signed_errors(top1["official"]["runs"], ref1)),
+        "pyhessian_rel_err": top1["pyhessian"]["summary"]["max_rel_err"]["median"],
+        "own_rule_grad_eval_ratio": t["grad_eval_ratio_official_over_default"],
+        "own_rule_wall_ratio": t["wall_ratio_official_over_default"],
+        "exact_ratio": ht["exact"]["ratio_to_gradient"],
+        "fd_ratio": ht["finite_difference"]["ratio_to_gradient"],
+        "fd_product_bias_max": max(abs(x["rayleigh_rel"]) for x in pb["finite_difference"]),
+        "exact_product_bias_max": max(abs(x["rayleigh_rel"]) for x in pb["exact"]),
+    }
+    eq = mn.get("equal_accuracy")
+    if eq:
+        out |= {
+            "equal_accuracy_grad_eval_ratio": eq["grad_eval_ratio"],
+            "equal_accuracy_time_ratio": eq["time_ratio"],
+            "equal_accuracy_lower_bound": float(eq["lower_bound"]),
+            "official_grad_evals_to_target": eq["official_grad_evals_to_target"],
+            "default_grad_evals_certified": eq["default_grad_evals"],
+        }
+    sv = mn.get("traces", {}).get("solvers", {})
+    for name in ("lanczos", "official_exact_hvp", "pyhessian"):
+        reached = [r["products_to_target"] for r in sv.get(name, {}).get("runs", [])]
+        if reached and all(x is not None for x in reached):
+            out[f"{name}_products_to_target"] = statistics.median(reached)
+    for case, ws in mn.get("warm_start", {}).get("cases", {}).items():
+        if "top1" in ws:
+            out[f"warm_percent_top1_{case}"] = 100 * ws["top1"]["warm_over_cold_matvec"]
+            out[f"warm_eta_{case}"] = ws["eta"]
+    ov = mn.get("overhead", {})
+    for name in ("lanczos", "lanczos_warm", "official"):
+        if name in ov:
+            out[f"overhead_pct_{name}"] = 100 * ov[name]["share_of_wall_time"]
+    st = mn.get("memory", {})
+    if st.get("saved_check_over_gradient") is not None:
+        out["saved_mem_ratio"] = st["saved_check_over_gradient"]
+    return out

@@ -1,0 +1,145 @@
+"""The appendix's data layer: reading stored benchmarks, their tables, and the tracking cost of stored runs."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from samedge_lib import benchmark_report as br
+from samedge_lib.config import RunConfig
+from samedge_lib.results import stored_runs
+from samedge_lib.train import RunResult
+
+REPO = Path(__file__).resolve().parent.parent
+STORED = REPO / "results" / "benchmark"
+
+
+@pytest.fixture(scope="module")
+def stored() -> list[dict]:
+    return br.load_benchmarks(STORED)
+
+
+def test_stored_benchmarks_load_paper_scale_first(stored):
+    assert stored, "results/benchmark/ should hold the stored benchmarks"
+    presets = [r["preset"] for r in stored]
+    assert presets == sorted(presets, key=lambda p: br.PRESET_ORDER[p])
+    for r in stored:
+        assert Path(r["_file"]).exists()
+        # every warm-start section is in the current layout after loading, whatever the file's schema
+        cases = r["mnist"].get("warm_start", {}).get("cases", {})
+        assert all("eta" in ws and "top1" in ws for ws in cases.values())
+
+
+def test_schema_1_warm_start_is_rewritten(tmp_path):
+    old = {
+        "schema": br.SCHEMAS[0],
+        "preset": "cpu",
+        "machine_tag": "old",
+        "mnist": {"point": {"eta": 0.5}, "warm_start": {"steps_between": 100, "top1": {"warm_over_cold_matvec": 0.5}}},
+    }
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    (r,) = br.load_benchmarks(tmp_path)
+    case = r["mnist"]["warm_start"]["cases"]["pretrain_eta"]
+    assert case["eta"] == 0.5 and case["top1"]["warm_over_cold_matvec"] == 0.5
+
+
+def test_bad_files_are_reported_with_a_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="sharpness_benchmark.py"):
+        br.load_benchmarks(tmp_path / "missing")
+    (tmp_path / "a.json").write_text("{not json")
+    with pytest.raises(br.BenchmarkFileError, match="not valid JSON"):
+        br.load_benchmarks(tmp_path)
+    (tmp_path / "a.json").write_text(json.dumps({"schema": "something-else/9"}))
+    with pytest.raises(br.BenchmarkFileError, match="Rerun the benchmark"):
+        br.load_benchmarks(tmp_path)
+
+
+def test_tables_cover_every_stored_machine(stored):
+    machines = {r["machine_tag"] for r in stored}
+    assert set(br.machines_table(stored).columns) == machines
+    assert set(br.hvp_table(stored).index.get_level_values("machine")) == machines
+    assert set(br.solver_table(stored).index.get_level_values("machine")) == machines
+    assert not br.overhead_table(stored).empty and not br.memory_table(stored).empty
+
+
+def test_headline_of_the_newest_benchmark_matches_its_sections(stored):
+    latest = br.primary_result(stored, schema=br.SCHEMAS[-1])
+    h = br.headline(latest)
+    mn = latest["mnist"]
+    assert h["default_rel_err"] == mn["solvers"]["top1"]["lanczos"]["summary"]["max_rel_err"]["max"]
+    eq = mn["equal_accuracy"]
+    assert h["equal_accuracy_grad_eval_ratio"] == eq["official_grad_evals_to_target"] / eq["default_grad_evals"]
+    frame = br.trace_frame(latest)
+    assert set(frame["solver"]) == set(mn["traces"]["solvers"])
+    lz = frame[(frame.solver == "lanczos") & (frame.seed == 0)]
+    assert lz["residual"].notna().all() and (frame[frame.solver == "official"]["residual"].isna()).all()
+    with pytest.raises(LookupError):
+        br.primary_result([], schema=br.SCHEMAS[-1])
+
+
+def test_signed_errors():
+    runs = [{"eigenvalues": [0.9]}, {"eigenvalues": [1.1, 0.5]}]
+    assert br.signed_errors(runs, [1.0]) == pytest.approx([-0.1, 0.1])
+
+
+def _run(rows: list[dict], k: int = 2) -> RunResult:
+    cfg = RunConfig(task="mnist", eta=0.01, k=k, measure_every=100)
+    return RunResult(cfg, Path("runs/synthetic"), pd.DataFrame(rows), pd.DataFrame(), {}, {"device_name": "TestGPU"})
+
+
+def test_tracking_cost_of_a_synthetic_run():
+    # intervals of 10 s; checks of 1 s (products 5), one check with the official estimator (3 s)
+    rows = [{"step": 0, "lanczos_matvecs": 20, "official_matvecs": 12, "measure_seconds": 4.0, "wall_time": 4.0}]
+    seconds = [1.0, 1.0, 3.0, 1.0]
+    for i, sec in enumerate(seconds, start=1):
+        rows.append(
+            {
+                "step": 100 * i,
+                "lanczos_matvecs": 5 if sec == 1.0 else 7,
+                "official_matvecs": 0 if sec == 1.0 else 30,
+                "measure_seconds": sec,
+                "wall_time": 4.0 + 10.0 * i,
+            }
+        )
+    c = br.tracking_cost(_run(rows))
+    assert c["checks"] == 5 and c["check_every"] == 100 and c["cold_products"] == 20
+    assert c["warm_products_median"] == 5 and c["check_seconds_median"] == 1.0
+    assert c["share_default"] == pytest.approx(0.1)
+    assert c["share_with_official"] == pytest.approx(6.0 / 40.0)
+    assert c["device"] == "TestGPU"
+
+
+def test_tracking_cost_sums_the_two_measurement_sets_of_a_step():
+    # minibatch runs measure on the batch and on a fixed batch at the same step: one check, summed
+    rows = []
+    for step, wall in ((0, 2.0), (100, 12.0), (200, 22.0)):
+        for _ in range(2):
+            rows.append(
+                {"step": step, "lanczos_matvecs": 4, "official_matvecs": 0, "measure_seconds": 0.5, "wall_time": wall}
+            )
+    c = br.tracking_cost(_run(rows))
+    assert c["checks"] == 3 and c["warm_products_median"] == 8
+    assert c["share_default"] == pytest.approx(1.0 / 10.0)
+    with pytest.raises(ValueError, match="at least two"):
+        br.tracking_cost(_run(rows[:2]))
+
+
+def test_tracking_cost_table_of_the_stored_paper_runs():
+    runs = stored_runs()
+    if not runs:
+        pytest.skip("no stored paper-scale runs")
+    table = br.tracking_cost_table(runs)
+    assert list(table.index) == [r.path.name for r in runs]
+    for run in runs:
+        c = br.tracking_cost(run)
+        assert 0 < c["share_default"] < 1 and c["warm_products_median"] >= 1
+
+
+def test_warm_table_reads_every_case(stored):
+    table = br.warm_table(copy.deepcopy(stored))
+    n_cases = sum(len(r["mnist"].get("warm_start", {}).get("cases", {})) for r in stored)
+    assert len(table.reset_index()["steps at eta"].unique()) <= n_cases and len(table) >= n_cases
