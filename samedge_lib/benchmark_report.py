@@ -28,6 +28,8 @@ from .train import RunResult
 
 #: Schemas this module reads (the benchmark's ``SCHEMA``, old and current).
 SCHEMAS: tuple[str, ...] = ("samedge-sharpness-benchmark/1", "samedge-sharpness-benchmark/2")
+#: Schema of ``benchmarks/sam_speed.py`` (PyTorch against the JAX reference loop), stored alongside.
+SPEED_SCHEMA = "samedge-sam-speed/1"
 #: Paper-scale files first, then CPU, then smoke.
 PRESET_ORDER = {"paper": 0, "cpu": 1, "smoke": 2}
 #: Readable names of the solvers the benchmark compares.
@@ -85,6 +87,8 @@ def load_benchmarks(folder: str | Path) -> list[dict[str, Any]]:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise BenchmarkFileError(f"{path} is not valid JSON ({exc}); delete it or rerun the benchmark") from exc
+        if data.get("schema") == SPEED_SCHEMA:
+            continue  # read by load_speed_comparisons
         if data.get("schema") not in SCHEMAS:
             raise BenchmarkFileError(
                 f"{path} has schema {data.get('schema')!r}; this book reads {', '.join(SCHEMAS)}. "
@@ -93,6 +97,45 @@ def load_benchmarks(folder: str | Path) -> list[dict[str, Any]]:
         data["_file"] = str(path)
         found.append(_normalise(data))
     return sorted(found, key=lambda r: (PRESET_ORDER.get(r["preset"], 9), r["machine_tag"]))
+
+
+def load_speed_comparisons(folder: str | Path) -> list[dict[str, Any]]:
+    """The stored ``benchmarks/sam_speed.py`` results in ``folder`` (``sam-speed-*.json``)."""
+    found = []
+    for path in sorted(Path(folder).glob("sam-speed-*.json")):
+        data = json.loads(path.read_text())
+        if data.get("schema") != SPEED_SCHEMA:
+            raise BenchmarkFileError(f"{path} has schema {data.get('schema')!r}, expected {SPEED_SCHEMA!r}")
+        data["_file"] = str(path)
+        found.append(data)
+    return found
+
+
+def speed_table(comparisons: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """SAM steps per second with checks, per machine, precision mode and framework."""
+    rows = []
+    for c in comparisons:
+        for mode, entry in c["modes"].items():
+            for fw in ("torch", "jax"):
+                side = entry.get(fw)
+                if side is None:
+                    continue
+                if "not_run" in side:
+                    rows.append({"machine": c["machine_tag"], "precision": mode, "side": fw, "note": side["not_run"]})
+                    continue
+                rows.append(
+                    {
+                        "machine": c["machine_tag"],
+                        "precision": mode,
+                        "side": "this library (PyTorch)" if fw == "torch" else "JAX reference loop",
+                        "SAM steps/s with checks": f"{side['steps_per_s_with_checks']:.2f}",
+                        "ms per step without checks": f"{side['step_ms_without_checks']:.2f}",
+                        "share of time in checks": f"{100 * side['check_share_of_wall']:.1f}%",
+                        "PyTorch / JAX": fmt(entry.get("torch_over_jax_steps_per_s"), ".2f") if fw == "torch" else "",
+                        "same-start check": fmt(entry.get("verify_max_rel_param_diff"), ".1e") if fw == "torch" else "",
+                    }
+                )
+    return pd.DataFrame(rows).set_index(["machine", "precision", "side"]) if rows else pd.DataFrame()
 
 
 def signed_errors(runs: Sequence[dict[str, Any]], reference: Sequence[float]) -> list[float]:
