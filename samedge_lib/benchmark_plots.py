@@ -3,7 +3,8 @@
 * :func:`plot_hvp_ratios` -- each HVP method's time as a multiple of a gradient, per model;
 * :func:`plot_solver_costs` -- error against gradient evaluations of every solver run (own stopping rules);
 * :func:`plot_convergence` -- error after every product with the stopping rules switched off, with the
-  points where the official rule and the default's residual certificate stop.
+  points where the official rule and the default's residual certificate stop;
+* :func:`plot_warm_residuals` -- the default's residual estimate after every product, warm against cold.
 
 The inputs come from :mod:`samedge_lib.benchmark_report`.
 """
@@ -98,15 +99,17 @@ def plot_solver_costs(results: Sequence[dict[str, Any]], target: float = 1e-3) -
     return fig
 
 
-def plot_convergence(ax: Axes, result: dict[str, Any], traces: pd.DataFrame, *, title: str = "") -> Axes:
-    """Error of the top eigenvalue after every product, stopping rules off (one benchmark).
+def plot_convergence(
+    ax: Axes, result: dict[str, Any], traces: pd.DataFrame, *, model: str = "mnist", title: str = ""
+) -> Axes:
+    """Error of the top eigenvalue after every product, stopping rules off (one model of one benchmark).
 
     Solid lines: relative error against the float64 reference (one line per seed). Dashed blue: the
     default's relative residual estimate, the certificate it stops on (cut at 1e-8: below the float32
     rounding of the products it no longer means anything). Markers: where the official rule
     stops (black crosses) and where the certificate first reaches the tolerance (blue circle).
     """
-    tr = result["mnist"]["traces"]
+    tr = result[model]["traces"]
     target = tr["target_rel_err"]
     for solver, grp in traces.groupby("solver", sort=False):
         for j, (_, run) in enumerate(grp.groupby("seed")):
@@ -161,4 +164,29 @@ def plot_convergence(ax: Axes, result: dict[str, Any], traces: pd.DataFrame, *, 
     ax.set_xlabel("gradient evaluations (nominal)")
     ax.set_ylabel("relative error of the top eigenvalue")
     ax.set_title(title or result["machine_tag"])
+    return ax
+
+
+def plot_warm_residuals(ax: Axes, case: dict[str, Any], *, tol: float = 1e-3, title: str = "") -> Axes:
+    """Largest residual estimate after every product of the top-1 Lanczos runs of one warm-start case.
+
+    Cold starts in grey, the warm start (from the previous check's eigenvector) in blue, the tolerance
+    dotted. If the warm line runs parallel to the cold ones, the start saved only the products the cold
+    runs spent getting down to the warm start's initial residual.
+    """
+    top1 = case["top1"]
+    for j, run in enumerate(top1["cold"]["runs"]):
+        hist = run.get("residual_history") or []
+        if hist:
+            xs, ys = zip(*hist, strict=True)
+            ax.plot(xs, ys, color=OKABE_ITO["black"], alpha=0.45, lw=1.1, label="cold starts" if j == 0 else None)
+    hist = top1["warm"].get("residual_history") or []
+    if hist:
+        xs, ys = zip(*hist, strict=True)
+        ax.plot(xs, ys, color=SOLVER_COLORS["lanczos"], lw=2.0, marker="o", ms=3, label="warm start")
+    ax.axhline(tol, color=COLORS["theory"], lw=1, ls=":", label=f"tolerance {tol:g}")
+    ax.set_yscale("log")
+    ax.set_xlabel("products (Hessian-vector)")
+    ax.set_ylabel("relative residual estimate")
+    ax.set_title(title)
     return ax

@@ -138,6 +138,11 @@ def speed_table(comparisons: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["machine", "precision", "side"]) if rows else pd.DataFrame()
 
 
+def model_sections(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``(model key, section)`` for every model of a benchmark that has a solver comparison (MNIST first)."""
+    return [(key, result[key]) for key in MODELS if (result.get(key) or {}).get("solvers")]
+
+
 def signed_errors(runs: Sequence[dict[str, Any]], reference: Sequence[float]) -> list[float]:
     """Signed relative error of the largest returned eigenvalue, per solver run."""
     return [(run["eigenvalues"][0] - reference[0]) / reference[0] for run in runs]
@@ -194,58 +199,83 @@ def solver_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """Each solver with its own stopping rule: products, gradient evaluations, time, error, certificate."""
     rows = []
     for r in results:
-        mn = r["mnist"]
-        ref = mn.get("reference", {}).get("eigenvalues")
-        for key, blk in mn.get("solvers", {}).items():
-            for solver, d in blk.items():
-                s, e = d["summary"], d["summary"]["max_rel_err"]
-                signed = statistics.median(signed_errors(d["runs"], ref))
-                cert = max(max(x["true_residuals"]) for x in d["runs"]) if solver == "lanczos" else None
-                rows.append(
-                    {
-                        "machine": r["machine_tag"],
-                        "eigenvalues": key,
-                        "solver": SOLVER_LABELS[solver],
-                        "runs": s["n_matvec"]["n"],
-                        "HVPs": "{median:.0f} [{min:.0f}, {max:.0f}]".format(**s["n_matvec"]),
-                        "gradient evals": f"{s['n_grad_evals']['median']:.0f}",
-                        "wall [s]": f"{s['wall_s']['median']:.3g}",
-                        "max rel. error": f"{e['median']:.1e} [{e['min']:.1e}, {e['max']:.1e}]",
-                        "signed error of top value": f"{signed:+.1e}",
-                        "certificate": fmt(cert, ".1e"),
-                    }
-                )
-    return pd.DataFrame(rows).set_index(["machine", "eigenvalues", "solver"])
+        for model, sec in model_sections(r):
+            ref = sec["reference"]["eigenvalues"]
+            for key, blk in sec["solvers"].items():
+                for solver, d in blk.items():
+                    s, e = d["summary"], d["summary"]["max_rel_err"]
+                    signed = statistics.median(signed_errors(d["runs"], ref))
+                    cert = max(max(x["true_residuals"]) for x in d["runs"]) if solver == "lanczos" else None
+                    rows.append(
+                        {
+                            "machine": r["machine_tag"],
+                            "model": MODELS[model],
+                            "eigenvalues": key,
+                            "solver": SOLVER_LABELS[solver],
+                            "runs": s["n_matvec"]["n"],
+                            "HVPs": "{median:.0f} [{min:.0f}, {max:.0f}]".format(**s["n_matvec"]),
+                            "gradient evals": f"{s['n_grad_evals']['median']:.0f}",
+                            "wall [s]": f"{s['wall_s']['median']:.3g}",
+                            "max rel. error": f"{e['median']:.1e} [{e['min']:.1e}, {e['max']:.1e}]",
+                            "signed error of top value": f"{signed:+.1e}",
+                            "certificate": fmt(cert, ".1e"),
+                        }
+                    )
+    return pd.DataFrame(rows).set_index(["machine", "model", "eigenvalues", "solver"])
+
+
+def points_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """The weight point of every model with a solver comparison: how it was reached, loss, lambda_1, lambda_2."""
+    rows = []
+    for r in results:
+        for model, sec in model_sections(r):
+            pt = sec.get("point", {})
+            ref = sec["reference"]["eigenvalues"]
+            rows.append(
+                {
+                    "machine": r["machine_tag"],
+                    "model": MODELS[model],
+                    "parameters": f"{sec['setting']['n_params']:,}",
+                    "pre-training": f"{pt.get('pretrain_steps')} SAM steps, eta {pt.get('eta'):g}",
+                    "loss init -> point": f"{pt['loss_init']:.4f} -> {pt['loss']:.4f}" if "loss_init" in pt else "-",
+                    "lambda_1": f"{ref[0]:.5g}",
+                    "lambda_2 / lambda_1": f"{ref[1] / ref[0]:.4f}" if len(ref) > 1 else "-",
+                    "lambda_min (rough)": fmt(sec["reference"].get("lambda_min_estimate"), ".3g"),
+                }
+            )
+    return pd.DataFrame(rows).set_index(["machine", "model"])
 
 
 def product_bias_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """One product at each float64 reference eigenvector: finite difference against exact."""
     rows = []
     for r in results:
-        pb = r["mnist"].get("product_bias")
-        if not pb:
-            continue
-        for fd, ex in zip(pb["finite_difference"], pb["exact"], strict=True):
-            rows.append(
-                {
-                    "machine": r["machine_tag"],
-                    "eigenpair": f"lambda_{fd['index']}",
-                    "finite difference: (u.Hu - lambda) / lambda": f"{fd['rayleigh_rel']:+.1e}",
-                    "finite difference: (|Hu| - lambda) / lambda": f"{fd['norm_rel']:+.1e}",
-                    "exact HVP (float32): (u.Hu - lambda) / lambda": f"{ex['rayleigh_rel']:+.1e}",
-                }
-            )
-    return pd.DataFrame(rows).set_index(["machine", "eigenpair"]) if rows else pd.DataFrame()
+        for model, sec in model_sections(r):
+            pb = sec.get("product_bias")
+            if not pb:
+                continue
+            for fd, ex in zip(pb["finite_difference"], pb["exact"], strict=True):
+                rows.append(
+                    {
+                        "machine": r["machine_tag"],
+                        "model": MODELS[model],
+                        "eigenpair": f"lambda_{fd['index']}",
+                        "finite difference: (u.Hu - lambda) / lambda": f"{fd['rayleigh_rel']:+.1e}",
+                        "finite difference: (|Hu| - lambda) / lambda": f"{fd['norm_rel']:+.1e}",
+                        "exact HVP (float32): (u.Hu - lambda) / lambda": f"{ex['rayleigh_rel']:+.1e}",
+                    }
+                )
+    return pd.DataFrame(rows).set_index(["machine", "model", "eigenpair"]) if rows else pd.DataFrame()
 
 
-def trace_frame(result: dict[str, Any]) -> pd.DataFrame:
-    """The convergence traces of one benchmark as a long table (empty for schema 1).
+def trace_frame(result: dict[str, Any], model: str = "mnist") -> pd.DataFrame:
+    """The convergence traces of one model of one benchmark as a long table (empty for schema 1).
 
     Columns: ``solver``, ``seed``, ``products``, ``grad_evals``, ``rel_err`` and, for Lanczos, the
     relative residual estimate ``residual`` (its certificate).
     """
     rows = []
-    for solver, d in result["mnist"].get("traces", {}).get("solvers", {}).items():
+    for solver, d in (result.get(model) or {}).get("traces", {}).get("solvers", {}).items():
         for run in d["runs"]:
             res = run.get("residual_estimates") or [float("nan")] * len(run["products"])
             for n, g, e, q in zip(run["products"], run["grad_evals"], run["rel_err"], res, strict=True):
@@ -259,20 +289,24 @@ def equal_accuracy_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """Cost to reach the target error: official (oracle stop) against the default (certified stop)."""
     rows = {}
     for r in results:
-        eq = r["mnist"].get("equal_accuracy")
-        if not eq:
-            continue
-        bound = ">= " if eq["lower_bound"] else ""
-        rows[r["machine_tag"]] = {
-            "default: gradient evals (certified stop)": f"{eq['default_grad_evals']:.0f}",
-            "default: rel. error there": f"{eq['default_rel_err_at_stop']:.1e}",
-            "official: gradient evals to stay <= 1e-3 (oracle)": f"{bound}{eq['official_grad_evals_to_target']:.0f}",
-            "ratio (gradient evaluations)": f"{bound}{eq['grad_eval_ratio']:.1f}x",
-            "ratio (measured time)": f"{bound}{eq['time_ratio']:.1f}x",
-            "official rule: gradient evals": f"{eq['official_default_stop_grad_evals']:.0f}",
-            "official rule: rel. error": f"{eq['official_default_stop_rel_err']:.1e}",
-        }
+        for model, sec in model_sections(r):
+            eq = sec.get("equal_accuracy")
+            if eq:
+                rows[f"{r['machine_tag']}, {MODELS[model]}"] = _equal_accuracy_row(eq)
     return pd.DataFrame(rows)
+
+
+def _equal_accuracy_row(eq: dict[str, Any]) -> dict[str, str]:
+    bound = ">= " if eq["lower_bound"] else ""
+    return {
+        "default: gradient evals (certified stop)": f"{eq['default_grad_evals']:.0f}",
+        "default: rel. error there": f"{eq['default_rel_err_at_stop']:.1e}",
+        "official: gradient evals to stay <= 1e-3 (oracle)": f"{bound}{eq['official_grad_evals_to_target']:.0f}",
+        "ratio (gradient evaluations)": f"{bound}{eq['grad_eval_ratio']:.1f}x",
+        "ratio (measured time)": f"{bound}{eq['time_ratio']:.1f}x",
+        "official rule: gradient evals": f"{eq['official_default_stop_grad_evals']:.0f}",
+        "official rule: rel. error": f"{eq['official_default_stop_rel_err']:.1e}",
+    }
 
 
 def warm_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:

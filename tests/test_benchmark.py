@@ -199,7 +199,14 @@ def test_smoke_json_has_the_expected_sections(smoke_result):
     }
     assert {"lanczos", "pyhessian", "official", "official_exact_hvp"} <= set(mn["solvers"]["top1"])
     assert "tf32" in res["skipped"]  # CUDA only
-    assert "cnn" in res and "transformer" in res
+    for name in ("cnn", "transformer"):  # the smaller models: a pre-trained point, solvers and traces
+        sub = res[name]
+        assert sub["point"]["loss"] < sub["point"]["loss_init"], name
+        assert {"lanczos", "official", "pyhessian", "official_exact_hvp"} <= set(sub["solvers"]["top1"]), name
+        assert set(sub["traces"]["solvers"]) == {"lanczos", "official"}, name
+        assert sub["equal_accuracy"]["default_rel_err_at_stop"] <= 1e-3, name
+        lz = sub["solvers"]["top1"]["lanczos"]["runs"][0]
+        assert lz["max_rel_err"] <= lz["certified_rel_err_bound"] + 1e-6, name
 
 
 @pytest.mark.slow

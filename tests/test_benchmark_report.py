@@ -81,6 +81,16 @@ def test_headline_of_the_newest_benchmark_matches_its_sections(stored):
         br.primary_result([], schema=br.SCHEMAS[-1])
 
 
+def test_points_and_solver_tables_have_one_row_per_model(stored):
+    pts = br.points_table(stored)
+    n_sections = sum(len(br.model_sections(r)) for r in stored)
+    assert len(pts) == n_sections
+    solvers = br.solver_table(stored)
+    assert set(solvers.index.get_level_values("model")) == set(pts.index.get_level_values("model"))
+    for r in stored:
+        assert br.model_sections(r)[0][0] == "mnist"  # MNIST first, the headline model
+
+
 def test_signed_errors():
     runs = [{"eigenvalues": [0.9]}, {"eigenvalues": [1.1, 0.5]}]
     assert br.signed_errors(runs, [1.0]) == pytest.approx([-0.1, 0.1])
