@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from scripts import load_script
 
-REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "benchmarks" / "sharpness_benchmark.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("sharpness_benchmark", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sharpness_benchmark"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_script()
+bench = load_script("benchmarks/sharpness_benchmark.py")
 
 
 # ---------------------------------------------------------------------------------------------- helpers

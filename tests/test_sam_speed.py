@@ -4,28 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from scripts import load_script
 
 from samedge_lib import benchmark_report as br
 
-REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "benchmarks" / "sam_speed.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("sam_speed", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sam_speed"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-speed = _load_script()
+speed = load_script("benchmarks/sam_speed.py")
 
 
 def test_compare_params_is_the_worst_relative_difference():
