@@ -270,6 +270,7 @@ def torch_side(preset: dict[str, Any], precision: str, seed: int, data_dir: str 
         "and SAM-gradient norms, alignments and test loss at every check",
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+        "device_type": device.type,
         "precision": precision,
         "step_ms_without_checks": 1e3 * float(np.median(plain)),
         "steps_per_s_with_checks": (total - w0) / wall,
@@ -381,13 +382,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                         f"differ by {diff:.2e} (relative) > {limit:g} in {mode} mode: the comparison would be "
                         "between different computations"
                     )
-                entry["torch_over_jax_steps_per_s"] = (
-                    entry["torch"]["steps_per_s_with_checks"] / entry["jax"]["steps_per_s_with_checks"]
-                )
-                lines.append(
-                    f"{mode}: same-start check {diff:.1e}; torch / JAX steps per second with checks: "
-                    f"{entry['torch_over_jax_steps_per_s']:.2f}x"
-                )
+                torch_dev, jax_backend = entry["torch"]["device_type"], entry["jax"]["backend"]
+                if (torch_dev == "cuda") != (jax_backend in ("gpu", "cuda")):
+                    entry["not_comparable"] = (
+                        f"PyTorch ran on {torch_dev}, JAX on {jax_backend}: install the JAX build for this device"
+                    )
+                    lines.append(f"{mode}: not comparable: {entry['not_comparable']}")
+                else:
+                    entry["torch_over_jax_steps_per_s"] = (
+                        entry["torch"]["steps_per_s_with_checks"] / entry["jax"]["steps_per_s_with_checks"]
+                    )
+                    lines.append(
+                        f"{mode}: same-start check {diff:.1e}; torch / JAX steps per second with checks: "
+                        f"{entry['torch_over_jax_steps_per_s']:.2f}x"
+                    )
             out["modes"][mode] = entry
     out["summary_lines"] = lines
     folder = Path(args.out_dir) if args.out_dir else REPO / "results" / "benchmark"

@@ -23,7 +23,7 @@ skipped and the skip is recorded under ``"skipped"``.
 
 Usage (from the repository root)::
 
-    python benchmarks/sharpness_benchmark.py --preset cpu                 # 2 CPU cores, a few minutes
+    python benchmarks/sharpness_benchmark.py --preset cpu                 # 2 CPU cores, about 13 minutes
     python benchmarks/sharpness_benchmark.py --preset paper --device cuda --max-seconds 150
     python benchmarks/sharpness_benchmark.py --preset smoke --out /tmp/b.json   # seconds (tests)
 
