@@ -304,20 +304,6 @@ def run_child(framework: str, args: argparse.Namespace, precision: str, out: Pat
     return result
 
 
-def machine_tag() -> str:
-    """``cpu-<n>core`` or the GPU's name, slugified."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            import re
-
-            return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(0).lower()).strip("-")
-    except ImportError:  # pragma: no cover
-        pass
-    return f"cpu-{os.cpu_count()}core"
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     """Run both sides per precision mode, check they agree, write and print the comparison."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -343,13 +329,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         np.savez(args.child_out, result=json.dumps(res, default=float), n=len(params), **arrays)
         return None
 
+    import torch
+
+    from samedge_lib.provenance import machine_tag
+
     modes = ("strict", "tf32") if args.precision == "both" else (args.precision,)
     frameworks = ("torch", "jax") if args.framework == "both" else (args.framework,)
     out: dict[str, Any] = {
         "schema": SCHEMA,
         "preset": args.preset,
         "settings": preset,
-        "machine_tag": machine_tag(),
+        "machine_tag": machine_tag(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
         "modes": {},
     }
     lines = []

@@ -62,7 +62,7 @@ from samedge_lib.eigen import EigResult, lanczos, official_power_iteration, pyhe
 from samedge_lib.hessian import GRAD_EVALS_PER_MATVEC, HVP_METHODS, HessianOperator  # noqa: E402
 from samedge_lib.losses import get_loss  # noqa: E402
 from samedge_lib.models import count_parameters, make_model  # noqa: E402
-from samedge_lib.provenance import collect, device_description  # noqa: E402
+from samedge_lib.provenance import collect, device_description, machine_tag  # noqa: E402
 from samedge_lib.updates import sam_step  # noqa: E402
 
 SCHEMA = "samedge-sharpness-benchmark/2"
@@ -790,14 +790,6 @@ def tf32_section(
 
 
 # ------------------------------------------------------------------------------------------ the run
-def machine_tag(device: torch.device) -> str:
-    """``cpu-<n>core`` or the GPU name slugified (``nvidia-h200``)."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    return f"cpu-{os.cpu_count()}core"
-
-
 def pick_device(arg: str) -> torch.device:
     """``auto``: CUDA when available, else CPU."""
     if arg == "auto":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,13 @@ def device_description(device: torch.device) -> str:
     except OSError:
         pass
     return f"CPU: {cpu} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
+
+
+def machine_tag(device: torch.device) -> str:
+    """A file-name tag for the machine: ``cpu-<n>core``, or the GPU's name slugified (``nvidia-h200``)."""
+    if device.type == "cuda":
+        return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
+    return f"cpu-{os.cpu_count()}core"
 
 
 def numeric_mode() -> dict[str, Any]:
