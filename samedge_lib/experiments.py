@@ -1,28 +1,28 @@
-"""What the three experiment chapters share: a rho sweep of runs and the tables made from them.
+"""The experiment chapters' runs: notebook parameters -> validated configurations -> runs (reusing finished ones).
 
-A chapter calls :func:`run_sweep` (configs -> runs, reusing finished ones), then
-:func:`setup_table` (the configurations actually run, so prose and runs cannot disagree) and
-:func:`results_table` (the quantitative section's numbers, one row per run). Figures are drawn by
-:mod:`samedge_lib.plots` from the same tables.
+A chapter turns its papermill parameters into a :class:`Sweep` with :meth:`Sweep.from_parameters` (every
+value checked before anything is computed, preset defaults filled in), then calls :meth:`Sweep.run`. What the
+chapter shows of the runs -- tables, claims, figures -- is read from the run folders by
+:mod:`samedge_lib.chapter`, which does not import the training engine; this module is the only part of the
+chapter machinery that trains.
 """
 
 from __future__ import annotations
 
-import math
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import pandas as pd
+import yaml
 
-from .config import RunConfig, preset_config
-from .results import gd_edge_ratio, measurements_on, stored_runs, tracking_ratio
+from .config import SWEEP_RHOS, RunConfig, preset_config
+from .notebook import NotebookParameterError, check_number, check_preset
 from .train import RunResult, run
 
-LOSS_DESCRIPTION = {
-    "mse_mean": "squared error, mean over N x 10 (official)",
-    "mse_half_sum": "squared error, 1/2 sum over classes",
-    "cross_entropy": "cross-entropy per token",
-}
+#: The radius the paper's README and main figures use; a chapter's main statements are about it.
+PAPER_RHO = 0.1
 
 
 def sweep_configs(task: str, preset: str, rhos: Sequence[float], **overrides: object) -> list[RunConfig]:
@@ -31,124 +31,91 @@ def sweep_configs(task: str, preset: str, rhos: Sequence[float], **overrides: ob
     return [preset_config(task, preset, rho=r, **overrides) for r in values]
 
 
-def run_sweep(
-    configs: Sequence[RunConfig], *, root: str | Path | None = None, progress: bool = False
-) -> dict[float, RunResult]:
-    """Run (or load) each configuration; return ``{rho: result}``. Diverged runs are returned, not raised."""
-    return {cfg.rho: run(cfg, root=root, progress=progress) for cfg in configs}
+def as_number_list(name: str, value: Any) -> list[float]:
+    """A list of numbers from a list or from a string that parses as a YAML list (papermill's ``-p``).
 
-
-def label(cfg: RunConfig) -> str:
-    """A short legend label: ``GD`` or ``SAM rho=0.1``."""
-    return "GD" if cfg.optimizer == "gd" else f"{cfg.optimizer.upper()} rho={cfg.rho:g}"
-
-
-def setup_table(results: dict[float, RunResult]) -> pd.DataFrame:
-    """One row per run: the settings that define it, read from the configs and provenance actually used."""
-    rows = []
-    for res in results.values():
-        cfg, prov = res.config, res.provenance
-        meas = measurements_on(res)
-        rows.append(
-            {
-                "run": label(cfg),
-                "model": ", ".join(f"{k}={v}" for k, v in cfg.model.items()) or "paper size",
-                "train data": meas["data_label"].iloc[0] if len(meas) else "",
-                "loss": LOSS_DESCRIPTION[cfg.loss],
-                "eta": cfg.eta,
-                "2/eta": 2 / cfg.eta,
-                "rho": cfg.rho,
-                "batch": "full" if cfg.batch_size is None else cfg.batch_size,
-                "steps": cfg.steps,
-                "measure every": cfg.measure_every,
-                "top-k": cfg.k,
-                "HVP": cfg.hvp,
-                "dtype": cfg.dtype,
-                "TF32": cfg.tf32,
-                "device": prov.get("device_name", ""),
-                "seed": cfg.seed,
-                "wall time (s)": round(prov.get("timings", {}).get("wall_seconds", math.nan), 1),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def results_table(results: dict[float, RunResult], data: str | None = None) -> pd.DataFrame:
-    """The quantitative section: one row per run (tracking ratio, GD ratio, edge vs 2/eta, alignments, loss)."""
-    rows = []
-    for res in results.values():
-        cfg = res.config
-        df = measurements_on(res, data)
-        if df.empty:
-            continue
-        last = df.iloc[-1]
-        row = {
-            "run": label(cfg),
-            "state": res.status.get("state"),
-            "measured on": df["data"].iloc[0],
-            "lambda1/edge median": math.nan,
-            "p10": math.nan,
-            "p90": math.nan,
-            "official/edge median": math.nan,
-            "eta*lambda1/2 (last third)": gd_edge_ratio(df)["median_last_third"],
-            "final edge/(2/eta)": last["edge"] / last["gd_edge"],
-            "final lambda1": last["lambda_1"],
-            "mean |cos(g,v1)|": df["align_g"].mean(),
-            "mean |cos(g_SAM,v1)|": df["align_sam_g"].mean(),
-            "final train loss": last["loss"],
-            "lanczos converged": float(df["lanczos_converged"].mean()),
-        }
-        if cfg.optimizer != "gd":
-            tr = tracking_ratio(df)
-            row.update({"lambda1/edge median": tr["median"], "p10": tr["p10"], "p90": tr["p90"]})
-            off = df.dropna(subset=["official_lambda"])
-            if len(off):
-                row["official/edge median"] = tracking_ratio(off, "official_lambda")["median"]
-        for key in ("test_accuracy", "test_loss"):
-            if key in df:
-                row[f"final {key.replace('_', ' ')}"] = last[key]
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def stored_for(task: str) -> dict[float, RunResult]:
-    """Paper-scale runs of ``task`` stored in ``results/paper`` (``{rho: result}``; empty if none)."""
-    return {r.config.rho: r for r in stored_runs() if r.config.task == task}
-
-
-def stored_verdicts(stored: dict[float, RunResult], data: str | None = None) -> pd.DataFrame:
-    """For stored paper-scale runs: how far each got, on what, and where its sharpness ended relative to its edge.
-
-    The verdict rule: final ``lambda_1/edge`` in [0.8, 1.25] is "at its edge"; below 0.8 "below its edge (still
-    sharpening)"; above 1.25 "above its edge".
+    ``papermill -p rhos "[0.05, 0.1]"`` passes the string ``"[0.05, 0.1]"``; ``-y "rhos: [0.05, 0.1]"`` passes a
+    list. Both are accepted; anything else fails with one line naming the parameter.
     """
-    rows = []
-    for res in stored.values():
-        df = measurements_on(res, data)
-        if df.empty:
-            continue
-        last = df.iloc[-1]
-        ratio = float(last["lambda_1"] / last["edge"])
-        if ratio < 0.8:
-            verdict = "below its edge (still sharpening)"
-        elif ratio > 1.25:
-            verdict = "above its edge"
-        else:
-            verdict = "at its edge"
-        timings = res.provenance.get("timings", {})
-        rows.append(
-            {
-                "run": label(res.config),
-                "state": res.status.get("state"),
-                "steps done": f"{res.status.get('steps_done')} of {res.config.steps}",
-                "device": res.provenance.get("device_name"),
-                "TF32": res.config.tf32,
-                "ms per step (no checks)": 1000 * timings.get("seconds_per_step_excluding_measurements", math.nan),
-                "share of time measuring": timings.get("measure_share", math.nan),
-                "final lambda1": float(last["lambda_1"]),
-                "final edge": float(last["edge"]),
-                "final lambda1/edge": ratio,
-                "verdict": verdict,
-            }
-        )
-    return pd.DataFrame(rows)
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise NotebookParameterError(f"parameter {name}={value!r} is not a YAML list: {err}") from None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise NotebookParameterError(f"parameter {name}={value!r} must be a list of numbers, e.g. [0.05, 0.1]")
+    for i, v in enumerate(value):
+        check_number(f"{name}[{i}]", v, minimum=0)
+    return [float(v) for v in value]
+
+
+def progress_default() -> bool:
+    """Show per-run progress bars unless ``SAMEDGE_PROGRESS=0`` (the book build sets it: stderr is an error there)."""
+    return os.environ.get("SAMEDGE_PROGRESS", "1") != "0"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """GD and SAM at several radii on one task and preset, as a chapter runs them.
+
+    Attributes:
+        task: the task.
+        preset: the preset the configurations start from.
+        configs: one configuration per radius, GD (``rho = 0``) first.
+        main_rho: the radius the chapter's main statements are about (:data:`PAPER_RHO` when swept).
+        parameters: the values the chapter runs with, defaults resolved, for the chapter's parameter box.
+
+    """
+
+    task: str
+    preset: str
+    configs: tuple[RunConfig, ...]
+    main_rho: float
+    parameters: dict[str, Any]
+
+    @classmethod
+    def from_parameters(
+        cls,
+        task: str,
+        preset: Any,
+        *,
+        rhos: Any = None,
+        steps: Any = None,
+        seed: Any = 0,
+        official_every: Any = None,
+        **overrides: Any,
+    ) -> Sweep:
+        """Validate a chapter's parameters and build its sweep; ``None`` means "the preset's value".
+
+        Raises :class:`~samedge_lib.notebook.NotebookParameterError` naming the first bad parameter and what
+        is allowed, before anything is computed.
+        """
+        check_preset(preset)
+        sweep = SWEEP_RHOS[task][preset] if rhos is None else as_number_list("rhos", rhos)
+        if not [r for r in sweep if r > 0]:
+            raise NotebookParameterError(f"parameter rhos={rhos!r} holds no radius > 0; give at least one, e.g. [0.1]")
+        check_number("seed", seed, minimum=0, integer=True)
+        over: dict[str, Any] = {"seed": seed, **overrides}
+        if steps is not None:
+            over["steps"] = check_number("steps", steps, minimum=1, integer=True)
+        if official_every is not None:
+            over["official_every"] = check_number("official_every", official_every, minimum=0, integer=True)
+        configs = tuple(sweep_configs(task, preset, sweep, **over))
+        main = PAPER_RHO if PAPER_RHO in sweep else min(r for r in sweep if r > 0)
+        first = configs[1]
+        params = {
+            "preset": preset,
+            "rhos": [c.rho for c in configs if c.rho > 0],
+            "steps": first.steps,
+            "seed": first.seed,
+            "official_every": first.official_every,
+            **{k: v for k, v in overrides.items()},
+        }
+        return cls(task, preset, configs, main, params)
+
+    def run(self, *, root: str | Path | None = None, progress: bool | None = None) -> dict[float, RunResult]:
+        """Run (or load) every configuration; return ``{rho: result}``. Diverged runs are returned, not raised."""
+        show = progress_default() if progress is None else progress
+        return {cfg.rho: run(cfg, root=root, progress=show) for cfg in self.configs}

@@ -6,7 +6,9 @@ any ``-p name value`` given, and writes the executed copy to ``book/chapters/``.
 
 * hides the ``parameters`` and ``injected-parameters`` cells and puts a small table of the values
   actually used in their place, so the book shows which preset produced each page, and collapses the
-  cell that validates them;
+  cell that validates them. A chapter that resolves its defaults (``None`` = "the preset's value") shows
+  the resolved values with :func:`samedge_lib.chapter.show_parameters`; the table then lists those, not
+  the raw assignments;
 * fails if any cell wrote to stderr (warnings are noise to a reader: fix them at the source).
 
 A failing notebook makes the command exit non-zero, and its executed copy (with the traceback)
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +31,11 @@ import papermill
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from samedge_lib.chapter import PARAMETERS_METADATA_KEY  # noqa: E402
+
+#: Environment of the notebook kernels: no progress bars (they write to stderr, which fails the build).
+KERNEL_ENV = {"SAMEDGE_PROGRESS": "0"}
 
 
 def _assignments(source: str) -> dict[str, str]:
@@ -39,9 +47,21 @@ def _assignments(source: str) -> dict[str, str]:
     return out
 
 
+def _resolved_parameters(nb: nbformat.NotebookNode) -> dict[str, str] | None:
+    """The values a chapter reported with ``show_parameters`` (and removes that output), or ``None``."""
+    for cell in nb.cells:
+        for i, out in enumerate(cell.get("outputs", [])):
+            values = out.get("metadata", {}).get(PARAMETERS_METADATA_KEY)
+            if values is not None:
+                del cell.outputs[i]
+                return dict(values)
+    return None
+
+
 def postprocess(path: Path) -> list[str]:
     """Hide parameter cells behind a summary table; return a list of problems (stderr output)."""
     nb = nbformat.read(path, as_version=4)
+    resolved = _resolved_parameters(nb)
     values: dict[str, str] = {}
     insert_at = None
     problems = []
@@ -62,6 +82,8 @@ def postprocess(path: Path) -> list[str]:
         tags = nb.cells[insert_at].metadata.setdefault("tags", [])
         if "hide-input" not in tags:
             tags.append("hide-input")
+    if resolved is not None:
+        values = resolved
     if insert_at is not None and values:
         rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in values.items())
         table = nbformat.v4.new_markdown_cell(
@@ -90,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in args.p:
         params[name] = yaml.safe_load(value)  # as papermill's own -p does
     failures: list[str] = []
+    os.environ.update(KERNEL_ENV)  # the kernels papermill starts inherit this process's environment
     for src in sources:
         dest = args.out / src.name
         t0 = time.perf_counter()

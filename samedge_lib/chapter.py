@@ -1,0 +1,259 @@
+"""What the three experiment chapters share on the reading side: tables, claims, glue and the stored runs.
+
+A chapter (03 MNIST, 04 CIFAR-10, 05 tiny_shakespeare) runs its sweep with :mod:`samedge_lib.experiments`, then
+hands the results to an :class:`ExperimentChapter`, which
+
+* shows the parameters the chapter actually ran with (:func:`show_parameters`) and the tables of the runs
+  (:func:`setup_table`, :func:`results_table`, :func:`coverage_table`), with "—" where a number does not apply;
+* evaluates every claim of :mod:`samedge_lib.claims` on the live runs and on the stored paper-scale runs,
+  glues each verdict with its number into the prose (``{glue:md}`chN_<claim>_<runs>:myst```), and fails the
+  chapter where a claim it makes does not hold (:meth:`ExperimentChapter.check`).
+
+Each chapter keeps its story, its figures and what is particular to its task. This module reads run folders
+and draws; it never trains (it does not import :mod:`samedge_lib.train`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+from IPython.display import Markdown, display
+
+from . import claims as cl
+from .results import (
+    REACH,
+    RunResult,
+    gd_edge_ratio,
+    label,
+    measurements_on,
+    stored_runs,
+    tracking_ratio,
+)
+
+LOSS_DESCRIPTION = {
+    "mse_mean": "squared error, mean over N x 10 (official)",
+    "mse_half_sum": "squared error, 1/2 sum over classes",
+    "cross_entropy": "cross-entropy per token",
+}
+
+#: Output metadata key by which the book build finds a chapter's resolved parameters (it shows them in the
+#: "Parameters of this execution" box instead of the raw parameter cell).
+PARAMETERS_METADATA_KEY = "samedge_parameters"
+
+__all__ = ["ExperimentChapter", "label", "results_table", "setup_table", "show_parameters", "show_table"]
+
+#: Names of the two run sets every experiment chapter evaluates its claims on.
+LIVE, STORED = "live", "stored"
+
+
+def _cell(value: object, digits: int = 4) -> str:
+    """One table cell: numbers with ``digits`` significant digits, "—" for missing or non-finite values."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int,)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "—"
+        return str(int(value)) if value.is_integer() and abs(value) < 1e6 else f"{value:.{digits}g}"
+    return str(value) if str(value) not in ("", "nan", "None") else "—"
+
+
+def show_table(df: pd.DataFrame, *, index: str = "run", transpose: bool = True) -> None:
+    """Display ``df`` with one column per run (``transpose``), numbers rounded and "—" for what does not apply."""
+    if df.empty:
+        display(Markdown("*(no runs)*"))
+        return
+    out = df.set_index(index) if index in df else df
+    out = out.map(_cell)
+    display(out.T if transpose else out)
+
+
+def show_parameters(values: Mapping[str, object]) -> None:
+    """Show the values a chapter runs with (defaults resolved), tagged so the book's parameter box uses them."""
+    rows = "\n".join(f"| `{k}` | `{v!r}` |" for k, v in values.items())
+    display(
+        Markdown("| parameter | value |\n|---|---|\n" + rows),
+        metadata={PARAMETERS_METADATA_KEY: {k: repr(v) for k, v in values.items()}},
+    )
+
+
+def setup_table(results: Mapping[float, RunResult]) -> pd.DataFrame:
+    """One row per run: the settings that define it, read from the configs and provenance actually used."""
+    rows = []
+    for res in results.values():
+        cfg, prov = res.config, res.provenance
+        meas = measurements_on(res)
+        rows.append(
+            {
+                "run": label(cfg),
+                "model": ", ".join(f"{k}={v}" for k, v in cfg.model.items()) or "paper size",
+                "train data": meas["data_label"].iloc[0] if len(meas) else None,
+                "loss": LOSS_DESCRIPTION[cfg.loss],
+                "eta": cfg.eta,
+                "2/eta": 2 / cfg.eta,
+                "rho": cfg.rho,
+                "batch": "full" if cfg.batch_size is None else cfg.batch_size,
+                "steps": cfg.steps,
+                "check every (steps)": cfg.measure_every,
+                "top-k": cfg.k,
+                "HVP": cfg.hvp,
+                "dtype": cfg.dtype,
+                "TF32": cfg.tf32,
+                "device": prov.get("device_name"),
+                "seed": cfg.seed,
+                "wall time (s)": prov.get("timings", {}).get("wall_seconds"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def results_table(results: Mapping[float, RunResult], data: str | None = None) -> pd.DataFrame:
+    """The quantitative section: one row per run. Tracking statistics only for runs that reached their edge."""
+    rows = []
+    for res in results.values():
+        cfg = res.config
+        df = measurements_on(res, data)
+        if df.empty:
+            continue
+        last = df.iloc[-1]
+        sam = cfg.optimizer != "gd"
+        tr = tracking_ratio(df) if sam else None
+        off = tracking_ratio(df, "official_lambda") if sam and df["official_lambda"].notna().any() else None
+        bias = cl.official_bias(df)
+        row = {
+            "run": label(cfg),
+            "state": res.status.get("state"),
+            "measured on": df["data"].iloc[0],
+            "last check (step)": int(last["step"]),
+            f"first check with λ₁ ≥ {REACH:g} edge (step)": tr["reached_step"] if tr else None,
+            "λ₁/edge median after it": tr["median"] if tr else None,
+            "p10": tr["p10"] if tr else None,
+            "p90": tr["p90"] if tr else None,
+            "λ₁/edge at the last check": float(last["lambda_1"] / last["edge"]),
+            "official/edge median after it": off["median"] if off else None,
+            "official/exact − 1 (median)": bias["median"],
+            "ηλ₁/2 (median, last third)": gd_edge_ratio(df)["median_last_third"],
+            "edge/(2/η) at the last check": float(last["edge"] / last["gd_edge"]),
+            "λ₁ at the last check": float(last["lambda_1"]),
+            "λ₂/λ₁ at the last check": float(last["lambda_2"] / last["lambda_1"]) if "lambda_2" in df else None,
+            "mean |cos(g, v₁)|": float(df["align_g"].mean()),
+            "mean |cos(g_SAM, v₁)|": float(df["align_sam_g"].mean()) if sam else None,
+            "training loss at the last check": float(last["loss"]),
+            "Lanczos converged (share of checks)": float(df["lanczos_converged"].mean()),
+        }
+        for key in ("test_accuracy", "test_loss"):
+            if key in df:
+                row[f"{key.replace('_', ' ')} at the last check"] = float(last[key])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def coverage_table(results: Mapping[float, RunResult]) -> pd.DataFrame:
+    """For stored runs: how far each got, on which device and numeric mode, and how fast."""
+    rows = []
+    for res in results.values():
+        timings = res.provenance.get("timings", {})
+        rows.append(
+            {
+                "run": label(res.config),
+                "state": res.status.get("state"),
+                "steps done": res.status.get("steps_done"),
+                "steps planned": res.config.steps,
+                "device": res.provenance.get("device_name"),
+                "dtype": res.config.dtype,
+                "TF32": res.config.tf32,
+                "ms per step (without checks)": 1000 * timings.get("seconds_per_step_excluding_measurements", math.nan),
+                "share of time in checks": timings.get("measure_share"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class ExperimentChapter:
+    """One experiment chapter's claims machinery.
+
+    Attributes:
+        number: the chapter number (glue keys are ``ch<number>_...``).
+        task: the task whose stored paper-scale runs the chapter shows.
+        data: which measurements the chapter's statements use (``None``: full batch; ``"minibatch"``).
+        made: the claims (keys of :data:`samedge_lib.claims.CLAIMS`) the chapter makes; the others are
+            evaluated and reported with their verdicts, not asserted.
+
+    """
+
+    number: int
+    task: str
+    data: str | None
+    made: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        for key in self.made:
+            cl.claim(key)  # raises on an unknown key
+
+    def stored(self) -> dict[float, RunResult]:
+        """The task's stored paper-scale runs, ``{rho: run}`` (empty if none)."""
+        return {r.config.rho: r for r in stored_runs() if r.config.task == self.task}
+
+    def runsets(self, live: Mapping[float, RunResult], main_rho: float, preset: str) -> tuple[cl.RunSet, cl.RunSet]:
+        """The live runs and the stored paper-scale runs as the two run sets the claims are evaluated on."""
+        return (
+            cl.RunSet(LIVE, f"{preset} preset (this page)", live, main_rho, self.data),
+            cl.RunSet(STORED, "paper scale (stored)", self.stored(), main_rho, self.data),
+        )
+
+    def evaluate(self, runsets: Sequence[cl.RunSet]) -> pd.DataFrame:
+        """Every claim on every run set (see :func:`samedge_lib.claims.evaluate`)."""
+        return cl.evaluate(runsets)
+
+    def glue(self, evaluations: pd.DataFrame) -> None:
+        """Glue each verdict sentence (``ch<n>_<claim>_<runset>``, Markdown) and value (``..._value``)."""
+        from myst_nb import glue
+
+        for _, r in evaluations.iterrows():
+            key = f"ch{self.number}_{r['claim']}_{r['runset']}"
+            e = cl.lookup(evaluations, r["claim"], r["runset"])
+            glue(key, Markdown(e.markdown), display=False)
+            glue(f"{key}_value", float(e.value), display=False)
+            glue(f"{key}_verdict", e.verdict.value, display=False)
+
+    def show_claims(self, evaluations: pd.DataFrame, runsets: Iterable[cl.RunSet]) -> None:
+        """The chapter's claims table: statement, criterion, claimed/reported, verdict and number per run set."""
+        descriptions = {rs.name: rs.description for rs in runsets}
+        table = cl.claims_table(evaluations, descriptions, self.made)
+        display(table.set_index("claim"))
+
+    def check(self, evaluations: pd.DataFrame, preset: str) -> None:
+        """Fail where a claim the chapter makes does not hold on the live runs.
+
+        At the ``cpu`` preset every claim made must hold. At ``paper`` a claim may also be "not reached yet" (a
+        run stopped early neither confirms nor refutes it; its verdict is shown). At ``smoke`` (seconds-long
+        runs for the tests) the claims are evaluated and shown, not asserted.
+        """
+        if preset == "smoke":
+            return
+        cl.assert_claims(evaluations, self.made, LIVE, allow_not_reached=preset == "paper")
+
+    def show_stored(self) -> None:
+        """The stored paper-scale runs: how far each got, their numbers, and their sharpness against their edge."""
+        import matplotlib.pyplot as plt
+
+        from . import plots
+
+        stored = self.stored()
+        if not stored:
+            display(Markdown(f"*No paper-scale {self.task} run is stored in `results/paper/`.*"))
+            return
+        show_table(coverage_table(stored))
+        show_table(results_table(stored, self.data))
+        fig, axes = plt.subplots(1, len(stored), figsize=(6.5 * len(stored), 4), squeeze=False)
+        for ax, res in zip(axes[0], stored.values(), strict=True):
+            draw = plots.plot_edge_zoom if res.config.rho > 0 else plots.plot_eigenvalues
+            draw(ax, measurements_on(res, self.data), title=f"paper scale: {label(res.config)}")
+        plt.show()
