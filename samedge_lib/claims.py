@@ -241,7 +241,7 @@ def _sam_on_edge(rs: RunSet) -> tuple[Verdict, float, str]:
 def _all_radii_on_edge(rs: RunSet) -> tuple[Verdict, float, str]:
     rhos = rs.sam_rhos
     if len(rhos) < 2:
-        return Verdict.NOT_MEASURED, math.nan, f"{len(rhos)} SAM radius stored; the claim needs several"
+        return Verdict.NOT_MEASURED, math.nan, f"{len(rhos)} SAM radius here; the claim needs several"
     per = {rho: _on_edge(rs.table(rho)) for rho in rhos}
     verdicts = [v for v, _, _ in per.values()]
     if Verdict.FAILS in verdicts:

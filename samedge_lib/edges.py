@@ -151,3 +151,84 @@ def two_cycle_amplitude(lam1: ArrayLike, eta: ArrayLike, rho: ArrayLike) -> Arra
     if (prod >= 2).any():
         raise ValueError(f"two_cycle_amplitude needs eta*lam1 < 2, got eta*lam1 = {prod}")
     return eta * rho * lam1 / (2.0 - eta * lam1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Beyond the paper: momentum, the collapse variable and the edge's elasticity. The derivations are in the
+# book's chapter on SAM's variants, which proves each function equal to its sympy expression.
+# ------------------------------------------------------------------------------------------------
+def _check_beta(beta: ArrayLike, nesterov: bool) -> None:
+    b = _as_checkable(beta)
+    if np.isnan(b).any() or (b < 0).any() or (b >= 1).any():
+        raise ValueError(f"beta must lie in [0, 1), got {beta!r}")
+    if nesterov and (b == 0).any():
+        raise ValueError("nesterov=True needs beta > 0 (with beta = 0 there is no momentum to look ahead with)")
+
+
+def effective_eta(eta: ArrayLike, beta: ArrayLike, nesterov: bool = False) -> ArrayLike:
+    """The step size at which momentum-free SAM has the same edge as SAM with momentum ``beta``.
+
+    In PyTorch's conventions (``torch.optim.SGD``: ``v <- beta v + s``; heavy ball ``w <- w - eta v``;
+    Nesterov ``w <- w - eta (s + beta v)``, with ``s`` the SAM gradient), one eigen-component of a quadratic
+    with SAM curvature ``h = lam + rho lam^2/||g||`` evolves with characteristic polynomial
+    ``z^2 - (1 + beta - eta h) z + beta`` (heavy ball) or ``z^2 - (1 + beta)(1 - eta h) z + beta (1 - eta h)``
+    (Nesterov). Both roots stay in the unit disk iff ``eta h < 2(1 + beta)`` (heavy ball) or
+    ``eta h < 2(1 + beta)/(1 + 2 beta)`` (Nesterov), i.e. iff ``eta_eff h < 2`` with
+    ``eta_eff = eta/(1 + beta)`` or ``eta (1 + 2 beta)/(1 + beta)``. ``beta = 0`` gives ``eta``.
+    """
+    _check_positive("eta", eta)
+    _check_beta(beta, nesterov)
+    if nesterov:
+        return eta * (1.0 + 2.0 * beta) / (1.0 + beta)
+    return eta / (1.0 + beta)
+
+
+def momentum_sam_edge(
+    grad_norm: ArrayLike, eta: ArrayLike, rho: ArrayLike, beta: ArrayLike, nesterov: bool = False
+) -> ArrayLike:
+    """The SAM-edge of SAM with heavy-ball or Nesterov momentum: ``sam_edge(||g||, effective_eta, rho)``.
+
+    ``rho = 0`` gives GD with momentum: ``2 (1 + beta)/eta`` (heavy ball), ``2 (1 + beta)/(eta (1 + 2 beta))``
+    (Nesterov). It assumes ``||g||`` varies slowly over the momentum's memory, ``~1/(1 - beta)`` steps.
+    """
+    return sam_edge(grad_norm, effective_eta(eta, beta, nesterov), rho)
+
+
+def momentum_usam_edge(eta: ArrayLike, r: ArrayLike, beta: ArrayLike, nesterov: bool = False) -> ArrayLike:
+    """The edge of unnormalised SAM with momentum: ``usam_edge(effective_eta, r)`` (no dependence on ``||g||``)."""
+    return usam_edge(effective_eta(eta, beta, nesterov), r)
+
+
+def momentum_two_cycle_amplitude(
+    lam1: ArrayLike, eta: ArrayLike, rho: ArrayLike, beta: ArrayLike, nesterov: bool = False
+) -> ArrayLike:
+    """Amplitude of the period-2 orbit of SAM with momentum along the top eigenvector.
+
+    ``two_cycle_amplitude(lam1, effective_eta, rho)``; on that orbit ``||g|| = lam1 |c|`` and
+    ``lam1 == momentum_sam_edge(||g||, eta, rho, beta, nesterov)`` exactly, as Proposition C for ``beta = 0``.
+    """
+    return two_cycle_amplitude(lam1, effective_eta(eta, beta, nesterov), rho)
+
+
+def collapse_variable(lam1: ArrayLike, grad_norm: ArrayLike, eta: ArrayLike, rho: ArrayLike) -> ArrayLike:
+    """``Lambda = (eta/2) lam1 (1 + rho lam1/||g||)``: 1 exactly when ``lam1`` is on the SAM-edge.
+
+    Below the edge it is < 1, above it > 1 (it is the SAM multiplier's distance from -1, rescaled), so runs
+    at any ``eta``, ``rho`` and ``||g||`` collapse onto the single line ``Lambda = 1``.
+    """
+    _check_nonnegative("lam1", lam1, "eigenvalue")
+    _check_positive("grad_norm", grad_norm)
+    _check_positive("eta", eta)
+    _check_nonnegative("rho", rho, "radius")
+    return 0.5 * eta * lam1 * (1.0 + rho * lam1 / grad_norm)
+
+
+def edge_elasticity(alpha_value: ArrayLike) -> ArrayLike:
+    """``d ln SAM-edge / d ln ||g|| = 2/(alpha + 4 + sqrt(alpha (alpha + 4)))``, in ``(0, 1/2]``.
+
+    How steeply the SAM-edge follows the gradient norm at ``alpha = eta ||g||/(2 rho)``: 1/2 as ``alpha -> 0``
+    (the square-root regime), ``~1/alpha`` as ``alpha -> inf`` (GD-like, nearly flat). Unnormalised SAM's
+    edge does not depend on ``||g||`` at all (elasticity 0).
+    """
+    _check_nonnegative("alpha", alpha_value)
+    return 2.0 / (alpha_value + 4.0 + _sqrt(alpha_value * (alpha_value + 4.0)))
