@@ -100,3 +100,37 @@ def usam_step(params: Sequence[torch.Tensor], grad_fn: GradFn, eta: float, r: fl
     _, g_u = grad_fn(add_scaled(params, g, r))
     new = add_scaled(params, g_u, -eta)
     return new, StepInfo(loss, g, global_norm(g), g_u)
+
+
+def momentum_step(
+    params: Sequence[torch.Tensor],
+    velocity: Sequence[torch.Tensor] | None,
+    grad_fn: GradFn,
+    eta: float,
+    rho: float,
+    beta: float,
+    *,
+    nesterov: bool = False,
+    normalized: bool = True,
+    eps: float = SAM_NORM_EPS,
+) -> tuple[Params, Params, StepInfo]:
+    """One step of SAM (or USAM, or GD) with heavy-ball or Nesterov momentum, in ``torch.optim.SGD``'s convention.
+
+    ``s`` is the SAM gradient (:func:`sam_gradient`; ``grad(w + rho g)`` when ``normalized=False``, i.e. USAM;
+    ``g`` when ``rho = 0``); then ``v <- beta v + s`` and ``w <- w - eta v`` (heavy ball) or
+    ``w <- w - eta (s + beta v)`` (Nesterov), exactly as ``torch.optim.SGD(momentum=beta, nesterov=...)`` with
+    ``dampening=0`` steps on ``s`` (https://pytorch.org/docs/stable/generated/torch.optim.SGD.html).
+    ``velocity=None`` starts from zero, which equals PyTorch's first step (its buffer starts as ``s``).
+
+    Returns the new parameters, the new velocity and what the step computed at ``w_t``.
+    """
+    loss, g = grad_fn(params)
+    if rho == 0:
+        s = list(g)
+    elif normalized:
+        s = sam_gradient(params, g, grad_fn, rho, eps)
+    else:
+        _, s = grad_fn(add_scaled(params, g, rho))
+    v = list(s) if velocity is None else add_scaled(s, velocity, beta)
+    direction = add_scaled(s, v, beta) if nesterov else v
+    return add_scaled(params, direction, -eta), v, StepInfo(loss, g, global_norm(g), s)
