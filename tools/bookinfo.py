@@ -1,14 +1,19 @@
 """The repository's public addresses, all derived from ``_config.yml`` (``repository.url``, ``.branch``).
 
-One place names the GitHub repository; the Colab set-up cell, the browser check of the built book and
-the tests that keep the README, ``CITATION.cff`` and the workflows in agreement all read it from here.
+One place names the GitHub repository; the Colab set-up cell, the browser check of the built book, the
+publishing workflow and the tests that keep the README and ``CITATION.cff`` in agreement all read it here.
+
+Usage: python tools/bookinfo.py [--expect https://github.com/OWNER/NAME]   (prints the addresses; with
+``--expect``, as in the publishing workflow, warns when the book's links name a different repository)
 The launch URLs follow sphinx-book-theme's formats (``header_buttons/launch.py``) with
 ``notebook_interface: jupyterlab``, so a test can compare them with the hrefs in the built HTML.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,3 +71,28 @@ def parse_launch_url(url: str) -> tuple[str, str, str, str] | None:
     if m:
         return "binder", m.group(1), m.group(2), m.group(3)
     return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the book's addresses; warn (GitHub Actions annotation) if ``--expect`` names another repository."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--expect", help="URL of the repository being built, e.g. $GITHUB_SERVER_URL/$GITHUB_REPOSITORY")
+    args = ap.parse_args(argv)
+    try:
+        repo = repository()
+    except ValueError as err:
+        print(f"bookinfo: {err}", file=sys.stderr)
+        return 1
+    print(f"repository: {repo.url} (branch {repo.branch})")
+    print(f"book: {repo.pages_url}")
+    print(f"binder: {repo.binder_url()}")
+    if args.expect and args.expect.rstrip("/").lower() != repo.url.lower():
+        print(
+            f"::warning file=_config.yml::repository.url is {repo.url} but this build is of {args.expect}; "
+            f"the book's launch buttons and Colab set-up cell will point at {repo.url}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
