@@ -47,3 +47,17 @@ def test_a_url_without_the_expected_path_is_reported_not_guessed():
     ]
     assert buttons[0]["url"] == "https://example.org/elsewhere"
     assert launch.theme_notebook_path("book/chapters/x", "/docs/") == "docs/book/chapters/x.ipynb"
+
+
+def test_page_fixes_drop_repeated_script_tags_and_set_a_theme_mode():
+    from sphinx.builders.html._assets import _JavaScript
+
+    fixes = load_script("tools/page_fixes.py")
+    body = 'const THEBE_JS_URL = "x"'
+    scripts = [_JavaScript(None, body=body), _JavaScript("a.js"), _JavaScript("", body=body), _JavaScript("a.js")]
+    kept = fixes.unique_scripts(scripts)
+    assert kept == [scripts[0], scripts[1]]
+    assert len(fixes.unique_scripts([_JavaScript(None, body="a"), _JavaScript(None, body="b")])) == 2
+    context = {"script_files": scripts, "default_mode": ""}
+    fixes._on_page_context(None, "p", "page.html", context, None)
+    assert len(context["script_files"]) == 2 and context["default_mode"] == "light"

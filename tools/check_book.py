@@ -54,6 +54,7 @@ VISIBLE_TEXT_JS = """() => {
     + 'kbd, samp, .highlight, .cell_input, .output.text_plain, .output.stream').forEach(e => e.remove());
   return body.innerText;
 }"""
+REDIRECT = re.compile(r"""<meta\s+http-equiv=["']refresh["']\s+content=["']\d+;\s*url=([^"']+)["']""", re.I)
 MATHJAX_DONE_JS = """async () => {
   const start = Date.now();
   while (!(window.MathJax && window.MathJax.startup && window.MathJax.startup.promise)) {
@@ -201,6 +202,12 @@ def check_book(root: Path, browser: str, screenshots: Path | None = None) -> lis
         for path in pages(root):
             rel = path.relative_to(root).as_posix()
             report = PageReport(rel)
+            reports.append(report)
+            redirect = REDIRECT.search(path.read_text(encoding="utf-8", errors="replace"))
+            if redirect:  # a redirect stub (Jupyter Book's index.html): its target is checked as a page itself
+                problem = check_internal_link(path, root, redirect.group(1), anchors)
+                report.problems += [problem] if problem else []
+                continue
             page = context.new_page()
             page.on(
                 "console",
@@ -235,7 +242,6 @@ def check_book(root: Path, browser: str, screenshots: Path | None = None) -> lis
                 screenshots.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(screenshots / (rel.replace("/", "_") + ".png")))
             page.close()
-            reports.append(report)
         chromium.close()
     return reports
 
