@@ -15,10 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .config import SWEEP_RHOS, RunConfig, preset_config
-from .notebook import NotebookParameterError, check_number, check_preset
+from .notebook import NotebookParameterError, check_list, check_number, check_preset
 from .train import RunResult, run
 
 #: The radius the paper's README and main figures use; a chapter's main statements are about it.
@@ -29,26 +27,6 @@ def sweep_configs(task: str, preset: str, rhos: Sequence[float], **overrides: ob
     """GD (rho = 0) and SAM at each rho in ``rhos``, all at ``preset`` with the same overrides."""
     values = [0.0, *[float(r) for r in rhos if r != 0]]
     return [preset_config(task, preset, rho=r, **overrides) for r in values]
-
-
-def as_number_list(name: str, value: Any) -> list[float]:
-    """A list of numbers from a list or from a string that parses as a YAML list (papermill's ``-p``).
-
-    ``papermill -p rhos "[0.05, 0.1]"`` passes the string ``"[0.05, 0.1]"``; ``-y "rhos: [0.05, 0.1]"`` passes a
-    list. Both are accepted; anything else fails with one line naming the parameter.
-    """
-    if isinstance(value, str):
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError as err:
-            raise NotebookParameterError(f"parameter {name}={value!r} is not a YAML list: {err}") from None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = [value]
-    if not isinstance(value, (list, tuple)):
-        raise NotebookParameterError(f"parameter {name}={value!r} must be a list of numbers, e.g. [0.05, 0.1]")
-    for i, v in enumerate(value):
-        check_number(f"{name}[{i}]", v, minimum=0)
-    return [float(v) for v in value]
 
 
 def progress_default() -> bool:
@@ -93,7 +71,9 @@ class Sweep:
         is allowed, before anything is computed.
         """
         check_preset(preset)
-        sweep = SWEEP_RHOS[task][preset] if rhos is None else as_number_list("rhos", rhos)
+        sweep = SWEEP_RHOS[task][preset]
+        if rhos is not None:
+            sweep = check_list("rhos", rhos, min_len=1, item=lambda n, v: float(check_number(n, v, minimum=0)))
         if not [r for r in sweep if r > 0]:
             raise NotebookParameterError(f"parameter rhos={rhos!r} holds no radius > 0; give at least one, e.g. [0.1]")
         check_number("seed", seed, minimum=0, integer=True)

@@ -1,16 +1,34 @@
 """Helpers that every chapter notebook uses for its parameters and presets.
 
-A notebook's ``parameters`` cell holds plain assignments (papermill overrides them with
-``-p name value``). The next cell calls :func:`check_choice` / :func:`check_number` so that a
-wrong value fails at once with a message listing what is allowed, before anything is computed.
+A notebook's ``parameters`` cell holds typed assignments (``rhos: list[float] = []  # what it is``), so
+that ``papermill --help-notebook`` lists each parameter with its type, default and meaning; papermill
+overrides them with ``-p name value`` or ``-y "name: value"``. The next cell calls :func:`check_choice`,
+:func:`check_number`, :func:`check_list` or :func:`check_dict` so that a wrong value fails at once with a
+message saying what is allowed, before anything is computed.
+
+**Lists and dicts from the command line.** papermill's ``-y`` parses YAML, so ``-y "rhos: [0.05, 0.1]"``
+arrives as a Python list. Its ``-p`` does not: it only turns ``True``/``False``/``None`` and numbers into
+Python values and passes everything else as a *string* (see ``papermill/cli.py``, ``_resolve_type``), so
+``-p rhos "[0.05, 0.1]"`` arrives as the text ``"[0.05, 0.1]"``. :func:`check_list` and :func:`check_dict`
+accept both: a string is parsed as YAML (of which JSON and Python's list/dict literals of numbers and
+quoted strings are subsets), and anything that is neither the right container nor a string that parses to
+one raises one :class:`NotebookParameterError` that shows both ways of writing the value.
+
+**Paths.** Notebooks run with any working directory (a Jupyter server started in ``notebooks/``, Colab,
+Binder, papermill's ``--cwd``): :func:`repo_path` resolves the repository's own relative paths
+(``results/benchmark``) against the repository root instead of the working directory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .config import PRESETS  # smoke: tests, seconds; cpu: the book on two CPU cores; paper: official, on a GPU
+from .provenance import REPO_ROOT
 
 
 class NotebookParameterError(ValueError):
@@ -52,3 +70,117 @@ def check_number(
 def check_preset(value: Any) -> str:
     """Validate the ``preset`` parameter against :data:`PRESETS`."""
     return check_choice("preset", value, PRESETS)
+
+
+def _yaml_example(name: str, example: str) -> str:
+    """The two command-line spellings of a structured value, for error messages."""
+    return f"""papermill ... -p {name} '{example}'  or  papermill ... -y '{name}: {example}'"""
+
+
+def _structured(name: str, value: Any, kind: type, what: str, example: str) -> Any:
+    """Return ``value`` as a ``kind`` (list or dict), parsing a string as YAML; raise one clear error otherwise."""
+    if isinstance(value, str):
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at character {mark.column + 1}" if mark is not None else ""
+            raise NotebookParameterError(
+                f"parameter {name}={value!r} is not valid YAML{where}; write {what} like: "
+                f"{_yaml_example(name, example)}"
+            ) from None
+        if isinstance(parsed, kind):
+            return parsed
+        raise NotebookParameterError(
+            f"parameter {name}={value!r} must be {what}, but the text parses as "
+            f"{type(parsed).__name__} {parsed!r}; write it like: {_yaml_example(name, example)}"
+        )
+    if isinstance(value, kind):
+        return value
+    if kind is list and isinstance(value, tuple):
+        return list(value)
+    raise NotebookParameterError(
+        f"parameter {name}={value!r} must be {what}, not {type(value).__name__}; "
+        f"write it like: {_yaml_example(name, example)}"
+    )
+
+
+def check_list(
+    name: str,
+    value: Any,
+    *,
+    item: Callable[[str, Any], Any] | None = None,
+    min_len: int = 0,
+    example: str = "[0.05, 0.1]",
+) -> list:
+    """Return ``value`` as a list, accepting a list (``-y``) or a string that parses as a YAML list (``-p``).
+
+    Args:
+        name: the parameter's name, used in messages.
+        value: the parameter as the notebook received it.
+        item: optional check applied to every element as ``item(f"{name}[i]", element)``; its return
+            value replaces the element (e.g. ``lambda n, v: check_number(n, v, minimum=0)``).
+        min_len: the fewest elements allowed.
+        example: a valid value in YAML, shown in error messages.
+
+    Raises:
+        NotebookParameterError: ``value`` is neither a list nor a string that parses as one, or an element
+            fails ``item``, or the list is too short.
+
+    """
+    out = _structured(name, value, list, "a list", example)
+    if len(out) < min_len:
+        raise NotebookParameterError(
+            f"parameter {name}={out!r} needs at least {min_len} element(s); e.g. {_yaml_example(name, example)}"
+        )
+    if item is not None:
+        out = [item(f"{name}[{i}]", v) for i, v in enumerate(out)]
+    return out
+
+
+def check_dict(
+    name: str,
+    value: Any,
+    *,
+    keys: Iterable[str] | None = None,
+    item: Callable[[str, Any], Any] | None = None,
+    example: str = "{eta: 0.1, rho: 0.05}",
+) -> dict:
+    """Return ``value`` as a dict, accepting a dict (``-y``) or a string that parses as a YAML mapping (``-p``).
+
+    Args:
+        name: the parameter's name, used in messages.
+        value: the parameter as the notebook received it.
+        keys: if given, the keys allowed (an unknown key is an error naming the allowed ones).
+        item: optional check applied to every value as ``item(f"{name}[{key!r}]", value)``.
+        example: a valid value in YAML, shown in error messages.
+
+    Raises:
+        NotebookParameterError: ``value`` is neither a dict nor a string that parses as one, has a key not
+            in ``keys``, or a value fails ``item``.
+
+    """
+    out = _structured(name, value, dict, "a mapping (dict)", example)
+    if keys is not None:
+        allowed = tuple(keys)
+        unknown = [k for k in out if k not in allowed]
+        if unknown:
+            raise NotebookParameterError(
+                f"parameter {name} has unknown key(s) {', '.join(map(repr, unknown))}; "
+                f"allowed: {', '.join(map(repr, allowed))}"
+            )
+    if item is not None:
+        out = {k: item(f"{name}[{k!r}]", v) for k, v in out.items()}
+    return out
+
+
+def repo_path(path: str | Path) -> Path:
+    """Resolve a path given relative to the repository root, whatever the working directory is.
+
+    Absolute paths are returned unchanged. A relative path is taken relative to the root of this
+    repository (the folder that holds ``samedge_lib/``), which is where the notebooks' defaults such as
+    ``results/benchmark`` live; a Jupyter server started in ``notebooks/`` would otherwise look for
+    ``notebooks/results/benchmark``.
+    """
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p

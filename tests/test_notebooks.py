@@ -99,7 +99,8 @@ def glued_values(nb: nbformat.NotebookNode) -> dict[str, object]:
 
 
 def execute(src: Path, dest: Path, *params: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "papermill", str(src), str(dest), "-k", "python3", "--cwd", str(REPO)]
+    # the working directory is the output's folder, not the repository: every notebook must run from anywhere
+    cmd = [sys.executable, "-m", "papermill", str(src), str(dest), "-k", "python3", "--cwd", str(dest.parent)]
     for i in range(0, len(params), 2):
         cmd += ["-p", params[i], params[i + 1]]
     # as the book build: no progress bars (they write to stderr)
@@ -113,8 +114,9 @@ def test_sources_are_committed_without_outputs():
         nb = nbformat.read(path, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert not any(c.get("outputs") or c.get("execution_count") for c in code), f"{path.name} has outputs"
-        assert "parameters" in code[0].metadata.get("tags", []), f"{path.name}: first code cell must be tagged"
-        assert "preset" in code[0].source, f"{path.name}: parameters cell must define preset"
+        assert "colab-setup" in code[0].metadata.get("tags", []), f"{path.name}: first code cell: the Colab set-up"
+        assert "parameters" in code[1].metadata.get("tags", []), f"{path.name}: second code cell must be tagged"
+        assert "preset" in code[1].source, f"{path.name}: parameters cell must define preset"
 
 
 @pytest.mark.notebooks
