@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .provenance import REPO_ROOT
-from .train import RunResult, load_run
+from .runfolder import RunResult, load_run
 
 #: Where paper-scale (GPU) runs are stored in the repository.
 STORED_RESULTS = REPO_ROOT / "results" / "paper"
