@@ -510,8 +510,9 @@ class _Runner:
                 step = self.next_step
                 t0 = time.perf_counter()
                 if not self.measured and self.is_measure_step(step):
-                    self._measure_step(step, t0)
-                    last_ratio = self.measurements[-1]["lambda_1"] / self.measurements[-1]["edge"]
+                    rows = self._measure_step(step, t0)
+                    if rows and rows[0]["edge"] > 0:
+                        last_ratio = rows[0]["lambda_1"] / rows[0]["edge"]
                     continue
                 if step == cfg.steps:
                     self.outcome = {"state": "finished"}
@@ -524,7 +525,8 @@ class _Runner:
             bar.close()
         return self.outcome
 
-    def _measure_step(self, step: int, t0: float) -> None:
+    def _measure_step(self, step: int, t0: float) -> list[dict]:
+        """Measure at ``step`` and apply the rows (or record the divergence); return the rows."""
         try:
             rows, vecs = self.measure(step)
             rf.fault_point("measured")
@@ -535,7 +537,7 @@ class _Runner:
                 "step": step,
                 "reason": f"the Hessian-vector products became non-finite at step {step} ({err})",
             }
-            return
+            return []
         for r in rows:
             r["wall_time"] = self.elapsed + (time.perf_counter() - t0)
         measure_time = sum(r["measure_seconds"] for r in rows)
@@ -548,8 +550,10 @@ class _Runner:
         self.mark_boundary()
         if bad:
             self.outcome = {"state": "diverged", "step": step, "reason": f"non-finite measurement at step {step}"}
+        return rows
 
     def _update_step(self, step: int, t0: float) -> None:
+        """Take the update of ``step`` and apply it (or record the divergence it shows)."""
         cfg = self.cfg
         new_params, info = self.update(step)
         rf.fault_point("updated")
