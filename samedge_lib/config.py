@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +52,9 @@ def _positive(name: str, value: Any, *, integer: bool = False, allow_zero: bool 
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok_type:
         raise ConfigError(f"{name}={value!r} must be {'an integer' if integer else 'a number'}")
-    if value != value or value < 0 or (value == 0 and not allow_zero):
+    if not math.isfinite(value):  # inf passes "> 0" and later divides into NaN; NaN fails every comparison
+        raise ConfigError(f"{name}={value!r} must be a finite number {'>= 0' if allow_zero else '> 0'}")
+    if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{name}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
 
 
@@ -82,7 +85,11 @@ class RunConfig:
             or ``"both"``.
         dtype: parameter and data dtype. tf32: allow TF32 matmuls/convolutions on CUDA.
         device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
-        checkpoint_every: write a checkpoint every this many steps (0 = only at the end).
+        checkpoint_every: also commit (checkpoint + tables + status) every this many steps; 0 = no step cadence.
+        checkpoint_seconds: commit at the first step boundary after this many seconds since the last commit, or
+            after 50 times the last commit's own duration if that is longer, so committing never costs more than
+            2 % of the run (``tools/commit_cost.py`` measures a commit per task and preset); 0 = no time cadence.
+            A run also commits when it ends, stops, fails or is interrupted.
         grad_chunk: full-batch gradients computed in chunks of this many examples (memory); ``None`` = one pass.
         max_loss: the run stops as diverged if the training loss exceeds this (or is NaN/inf).
         name: optional human label; not part of the identity hash.
@@ -111,6 +118,7 @@ class RunConfig:
     tf32: bool = False
     device: str = "auto"
     checkpoint_every: int = 0
+    checkpoint_seconds: float = 30.0
     grad_chunk: int | None = None
     max_loss: float = 1e6
     name: str = ""
@@ -154,6 +162,7 @@ class RunConfig:
             _positive(name, getattr(self, name), integer=True, allow_zero=True)
         for name in ("steps", "measure_every", "k", "lanczos_max_iter"):
             _positive(name, getattr(self, name), integer=True)
+        _positive("checkpoint_seconds", self.checkpoint_seconds, allow_zero=True)
         _positive("lanczos_tol", self.lanczos_tol)
         _positive("max_loss", self.max_loss)
         if not isinstance(self.tf32, bool):
@@ -177,7 +186,7 @@ class RunConfig:
     def identity(self) -> str:
         """A short hash of every field that affects results (``name``, ``device`` and checkpointing excluded)."""
         d = self.to_dict()
-        for key in ("name", "checkpoint_every", "device"):
+        for key in ("name", "checkpoint_every", "checkpoint_seconds", "device"):
             d.pop(key)
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:10]

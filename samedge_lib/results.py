@@ -22,7 +22,7 @@ import pandas as pd
 
 from .config import RunConfig
 from .provenance import REPO_ROOT
-from .train import RunResult, load_run
+from .runfolder import RunResult, load_run
 
 #: Where paper-scale (GPU) runs are stored in the repository.
 STORED_RESULTS = REPO_ROOT / "results" / "paper"

@@ -1,4 +1,4 @@
-"""Command line: run one experiment (or load it if it already finished).
+"""Command line: run one experiment (or load it if it already finished, or resume it).
 
 Examples::
 
@@ -7,27 +7,89 @@ Examples::
     python -m samedge_lib.run --task shakespeare --preset cpu --rho 0.1 --set k=3 --set measure_every=10
 
 Every field of :class:`~samedge_lib.config.RunConfig` can be set with ``--set name=value``
-(values parsed as JSON when possible). A killed run resumes from its checkpoint when the same
-command is run again; a finished one is loaded (``--force`` recomputes).
+(values parsed as JSON when possible). A killed run resumes from its last commit when the same
+command is run again; a finished one is loaded (``--force`` recomputes). Only one process computes
+in a run folder at a time: a second one exits (code 4) or, with ``--wait``, waits and then loads.
+
+Every error a user can cause ends with one line on stderr and one of these exit codes:
+
+====  ===========================================================================================
+0     finished (computed now, or loaded)
+2     invalid input: arguments, configuration values, data ranges (nothing is computed)
+3     diverged (also when a diverged run is loaded again); the rows up to the divergence are kept
+4     the run folder is in use by another process (wait for it, or use ``--wait``)
+5     data or device error: dataset missing or corrupt, no GPU, out of memory
+6     the run folder cannot be used: a damaged or foreign file, another configuration, no write access
+75    stopped by ``--max-seconds`` before the end; run the same command again to continue
+130   interrupted (Ctrl-C or SIGTERM) after saving the last completed step; run again to continue
+====  ===========================================================================================
+
+Exit code 1 with a traceback means a bug in this library (the run's status then says ``failed``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
 import json
+import math
+import signal
 import sys
+from typing import NoReturn
 
-from .config import PRESETS, TASKS, ConfigError, preset_config
+from .config import PRESETS, TASKS, ConfigError, RunConfig, preset_config
+from .data import DataError
 from .results import summarize
-from .train import RunDivergedError, run
+from .runfolder import RunFolderError, RunLockedError
+from .train import DeviceError, RunDivergedError, RunInterruptedError, run
+
+EXIT_OK = 0
+EXIT_INVALID = 2
+EXIT_DIVERGED = 3
+EXIT_LOCKED = 4
+EXIT_DATA_DEVICE = 5
+EXIT_FOLDER = 6
+EXIT_STOPPED = 75
+EXIT_INTERRUPTED = 130
+
+PROG = "samedge-run"
+
+#: ``--set`` names that have their own option.
+_OWN_OPTION = {"task": "--task", "rho": "--rho"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2 (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INVALID, f"{PROG}: invalid arguments: {message} (see --help)\n")
+
+
+def one_line(text: object) -> str:
+    """A (possibly multi-line) message as one line: sentences joined by a space, list items by ``; ``."""
+    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
+    out = ""
+    for ln in lines:
+        out += ("" if not out else " " if out.endswith((":", ".")) else "; ") + ln
+    return out
 
 
 def _parse_set(items: list[str]) -> dict:
+    """``name=value`` pairs (values parsed as JSON when they are JSON) for known config fields."""
+    known = [f.name for f in dataclasses.fields(RunConfig) if f.name not in _OWN_OPTION]
     out = {}
     for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set expects name=value, got {item!r}")
-        key, raw = item.split("=", 1)
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set expects NAME=VALUE, got {item!r} (e.g. --set k=3)")
+        if key in _OWN_OPTION:
+            raise ConfigError(f"--set {key}=... is not allowed; use {_OWN_OPTION[key]} {raw}")
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"--set {key}: unknown field{hint}; the fields are: {', '.join(known)}")
         try:
             out[key] = json.loads(raw)
         except json.JSONDecodeError:
@@ -35,9 +97,8 @@ def _parse_set(items: list[str]) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m samedge_lib.run`` / ``samedge-run``."""
-    p = argparse.ArgumentParser(prog="samedge-run", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def _parser() -> _Parser:
+    p = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument("--preset", default="cpu", choices=PRESETS)
     p.add_argument("--rho", type=float, default=0.0, help="SAM radius; 0 = GD (default)")
@@ -51,9 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", help="folder of run folders (default $SAMEDGE_RUNS or <repo>/runs)")
     p.add_argument("--data-dir", help="dataset folder (default $SAMEDGE_DATA or ~/.cache/samedge/data)")
     p.add_argument("--force", action="store_true", help="recompute even if a finished run exists")
+    p.add_argument("--wait", action="store_true", help="if another process computes this run, wait for it")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--max-seconds", type=float, help="stop with a checkpoint after this long; rerun to continue")
-    args = p.parse_args(argv)
+    p.add_argument("--max-seconds", type=float, help="stop with a commit after this long; rerun to continue")
+    return p
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
     overrides = _parse_set(args.set)
     for name in ("optimizer", "eta", "steps", "seed", "device"):
         value = getattr(args, name)
@@ -61,11 +126,30 @@ def main(argv: list[str] | None = None) -> int:
             overrides[name] = value
     if args.tf32:
         overrides["tf32"] = True
+    if not math.isfinite(args.rho):
+        raise ConfigError(f"rho={args.rho!r} must be a finite number >= 0")
+    if args.max_seconds is not None and not (math.isfinite(args.max_seconds) and args.max_seconds > 0):
+        raise ConfigError(f"--max-seconds {args.max_seconds:g} must be a finite number of seconds > 0")
+    return preset_config(args.task, args.preset, rho=args.rho, **overrides)
+
+
+def _fail(code: int, kind: str, err: object) -> int:
+    print(f"{PROG}: {kind}: {one_line(err)}", file=sys.stderr, flush=True)
+    return code
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m samedge_lib.run`` / ``samedge-run``; returns the exit code (module docstring)."""
+    args = _parser().parse_args(argv)
     try:
-        cfg = preset_config(args.task, args.preset, rho=args.rho, **overrides)
+        cfg = _config(args)
     except (ConfigError, TypeError) as err:
-        print(f"samedge-run: invalid configuration: {err}", file=sys.stderr)
-        return 2
+        return _fail(EXIT_INVALID, "invalid configuration", err)
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         result = run(
             cfg,
@@ -75,13 +159,39 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
             raise_on_divergence=True,
             max_seconds=args.max_seconds,
+            wait=args.wait,
         )
+    except ConfigError as err:
+        return _fail(EXIT_INVALID, "invalid configuration", err)
     except RunDivergedError as err:
-        print(f"samedge-run: {err}", file=sys.stderr)
-        return 3
+        return _fail(EXIT_DIVERGED, "diverged", err)
+    except RunLockedError as err:
+        return _fail(EXIT_LOCKED, "run folder in use", err)
+    except DataError as err:
+        return _fail(EXIT_DATA_DEVICE, "data error", err)
+    except DeviceError as err:
+        return _fail(EXIT_DATA_DEVICE, "device error", err)
+    except RunFolderError as err:
+        return _fail(EXIT_FOLDER, "run folder error", err)
+    except OSError as err:
+        return _fail(EXIT_FOLDER, "file system error", f"{err.strerror or err}: {err.filename or ''}")
+    except RunInterruptedError as err:
+        return _fail(EXIT_INTERRUPTED, "interrupted", err)
+    except KeyboardInterrupt:
+        return _fail(EXIT_INTERRUPTED, "interrupted", "stopped before the run began; nothing was computed")
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
     print(f"run folder: {result.path}")
     print(json.dumps(summarize(result), indent=2, default=float))
-    return 0
+    if result.state == "interrupted":
+        stopped = result.status.get("stopped_at")
+        return _fail(
+            EXIT_STOPPED,
+            "stopped",
+            f"--max-seconds {args.max_seconds:g} reached at step {stopped} of {cfg.steps}; run the same command "
+            f"again to continue",
+        )
+    return EXIT_OK
 
 
 if __name__ == "__main__":

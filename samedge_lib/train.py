@@ -1,108 +1,93 @@
-"""The run loop: GD/SAM updates, step-indexed sharpness measurements, checkpoints and resume.
+"""The run loop: GD/SAM updates, step-indexed sharpness measurements, commits and exact resume.
 
-One call of :func:`run` turns a :class:`~samedge_lib.config.RunConfig` into a folder
-``<runs_root>/<config.run_name()>/`` holding
+One call of :func:`run` turns a :class:`~samedge_lib.config.RunConfig` into a run folder (layout and
+commit protocol in :mod:`samedge_lib.runfolder`) holding
 
-* ``config.json`` -- the validated configuration;
-* ``provenance.json`` -- commit, versions, device, dtype/TF32, timings;
 * ``measurements.csv`` -- one row per (measurement step, data): loss, accuracy, ``||g||``, SAM-edge,
   ``2/eta``, alpha, the top-k eigenvalues with residuals and matvec counts, alignments of ``g`` and
   of the SAM gradient with ``v1``, the official estimator when asked for, test metrics, and a
   ``data`` column saying which data each number was measured on;
 * ``steps.csv`` -- every step's loss, ``||g||`` and edge (free: SAM computes ``g`` anyway);
-* ``status.json`` -- ``finished`` / ``diverged`` (with step and reason) / ``running``;
-* ``checkpoint.pt`` -- parameters, RNG state, the last eigenvectors and results so far.
+* ``status.json`` -- ``running`` / ``finished`` / ``diverged`` / ``interrupted`` / ``failed`` (with the
+  step and the reason), and how many steps and measurement rows are saved;
+* ``checkpoint.pt`` -- parameters, RNG state, the last eigenvectors and every row so far;
+* ``config.json`` and ``provenance.json`` (commit, versions, device, dtype/TF32, timings).
 
 Measurements happen at steps ``0, m, 2m, ...`` and at the last step, at ``w_t`` on the batch the
-update at step ``t`` uses, *before* that update (as the official code). A killed run resumes from
-its last checkpoint and produces exactly the results of an uninterrupted run (bitwise on the CPU;
-wall-clock columns aside). A finished configuration is loaded, not recomputed, unless ``force``.
+update at step ``t`` uses, *before* that update (as the official code's ``hessian_norm.py`` checks).
+
+**Commits and resume.** The state between two steps (a *boundary*) is committed to disk at a cadence
+(:attr:`~samedge_lib.config.RunConfig.checkpoint_seconds`, adapted so that committing costs under 2 %
+of the run), when the run ends, stops or fails. A run killed at any instant resumes from its last
+commit and produces exactly the results of an uninterrupted run (bitwise on the CPU: every non-timing
+column, the parameters, the RNG state and the eigenvectors). A Python error or Ctrl-C is met by
+committing the last boundary first, so nothing measured before it is lost. A finished or diverged
+configuration is loaded, not recomputed, unless ``force``. One process at a time computes in a folder
+(:func:`samedge_lib.runfolder.locked`).
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 from tqdm import tqdm
 
 from . import provenance
-from .config import RunConfig
-from .edges import gd_edge, sam_edge, usam_edge
+from . import runfolder as rf
+from .config import ConfigError, RunConfig
+from .edges import alpha, gd_edge, sam_edge, usam_edge
 from .eigen import lanczos, official_power_iteration
 from .hessian import HessianOperator
+from .runfolder import RunResult, load_run, runs_root
 from .tasks import Batch, Task, build_task
 from .updates import StepInfo, gd_step, global_norm, sam_gradient, sam_step, usam_step
 
-DEFAULT_RUNS_ROOT = provenance.REPO_ROOT / "runs"
+__all__ = [
+    "DeviceError",
+    "RunDivergedError",
+    "RunInterruptedError",
+    "RunResult",
+    "load_run",
+    "resolve_device",
+    "run",
+    "runs_root",
+]
+
+#: Version tag of the checkpoint record; a checkpoint with another tag is refused.
+CHECKPOINT_FORMAT = "samedge-run-checkpoint/2"
+
+#: Commits are at least this many times their own duration apart, so they cost under 1/COST_FACTOR of the run.
+COST_FACTOR = 50.0
 
 
 class RunDivergedError(RuntimeError):
     """Raised by :func:`run` with ``raise_on_divergence=True`` when the loss becomes NaN/inf or too large."""
 
 
-@dataclass
-class RunResult:
-    """A run's folder and its tables, as loaded from disk."""
-
-    config: RunConfig
-    path: Path
-    measurements: pd.DataFrame
-    steps: pd.DataFrame
-    status: dict
-    provenance: dict
-
-    @property
-    def finished(self) -> bool:
-        """True when the run completed all its steps."""
-        return self.status.get("state") == "finished"
+class RunInterruptedError(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM in the command line) stopped a run; the last boundary was committed first."""
 
 
-def runs_root(root: str | Path | None = None) -> Path:
-    """Where run folders go: the argument, else ``$SAMEDGE_RUNS``, else ``<repo>/runs``."""
-    if root is not None:
-        return Path(root)
-    return Path(os.environ.get("SAMEDGE_RUNS", DEFAULT_RUNS_ROOT))
+class DeviceError(RuntimeError):
+    """The device asked for is not available, or the run did not fit into its memory."""
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error saying so."""
+    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is a :class:`DeviceError`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' was asked for but torch sees no CUDA GPU; use device='cpu' or 'auto'")
+        raise DeviceError("device='cuda' was asked for but torch sees no CUDA GPU; use --device cpu or auto")
     return torch.device(name)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_run(path: str | Path) -> RunResult:
-    """Load a run folder written by :func:`run` (finished or not)."""
-    path = Path(path)
-    cfg = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
-    meas = pd.read_csv(path / "measurements.csv") if (path / "measurements.csv").exists() else pd.DataFrame()
-    steps = pd.read_csv(path / "steps.csv") if (path / "steps.csv").exists() else pd.DataFrame()
-    status = json.loads((path / "status.json").read_text()) if (path / "status.json").exists() else {}
-    prov = json.loads((path / "provenance.json").read_text()) if (path / "provenance.json").exists() else {}
-    return RunResult(cfg, path, meas, steps, status, prov)
 
 
 def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -115,8 +100,28 @@ def _abs_cos(u: torch.Tensor, v: torch.Tensor) -> float:
     return float(abs(u64 @ v64)) / den if den > 0 else math.nan
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+@dataclass(frozen=True)
+class _Boundary:
+    """The run's state between two steps: what a commit writes and what an error rolls back to."""
+
+    next_step: int
+    measured: bool  # the measurement at next_step (if one is due) is already in the rows
+    params: list[torch.Tensor]
+    gen_state: torch.Tensor
+    prev_vecs: dict[str, torch.Tensor]
+    n_measurements: int
+    n_steps: int
+    elapsed: float
+    measure_seconds: float
+
+
 class _Runner:
-    """State of one run in progress (kept small: everything persistent is in the checkpoint)."""
+    """State of one run in progress; everything needed to continue is in its boundary and the rows."""
 
     def __init__(self, cfg: RunConfig, path: Path, data_dir: str | Path | None, progress: bool) -> None:
         self.cfg = cfg
@@ -127,15 +132,59 @@ class _Runner:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
             torch.backends.cudnn.allow_tf32 = cfg.tf32
-        self.task: Task = build_task(cfg, self.device, self.dtype, data_dir)
+        try:
+            self.task: Task = build_task(cfg, self.device, self.dtype, data_dir)
+        except ConfigError:
+            raise
+        except ValueError as err:  # the data's range checks (n_train larger than the dataset, ...)
+            raise ConfigError(str(err)) from err
         self.gen = torch.Generator().manual_seed(cfg.seed + 12345)
+        self.params = self.task.params
         self.prev_vecs: dict[str, torch.Tensor] = {}
         self.measurements: list[dict] = []
         self.steps_log: list[dict] = []
-        self.start_step = 0
+        self.step_lines: list[str] = []  # steps_log rows formatted for steps.csv, filled at commits
+        self.next_step = 0
+        self.measured = False
         self.elapsed = 0.0
         self.measure_seconds = 0.0
-        self.params = self.task.params
+        self.outcome: dict[str, Any] | None = None  # set when the run finished or diverged
+        self.resumed_from: int | None = None
+        self.sessions: list[dict[str, Any]] = []  # which process computed which steps (provenance)
+        self.in_session = False
+        self.commit_seconds = 0.0  # total time spent committing
+        self.last_commit_cost = 0.0
+        self.last_commit_end = time.perf_counter()
+        self.last_commit_at: tuple[int, bool] | None = None
+        self.base_provenance = provenance.collect(self.device, self.dtype)
+        self.mark_boundary()
+
+    # -- boundaries ---------------------------------------------------------------------------
+    def mark_boundary(self) -> None:
+        """Record the current state as the last consistent one (one assignment: safe against Ctrl-C)."""
+        rf.fault_point("boundary")
+        self.boundary = _Boundary(
+            self.next_step,
+            self.measured,
+            list(self.params),
+            self.gen.get_state(),
+            dict(self.prev_vecs),
+            len(self.measurements),
+            len(self.steps_log),
+            self.elapsed,
+            self.measure_seconds,
+        )
+
+    def rollback(self) -> None:
+        """Return to the last boundary (after an error or an interrupt in the middle of a step)."""
+        b = self.boundary
+        self.next_step, self.measured = b.next_step, b.measured
+        self.params = list(b.params)
+        self.gen.set_state(b.gen_state)
+        self.prev_vecs = dict(b.prev_vecs)
+        del self.measurements[b.n_measurements :]
+        del self.steps_log[b.n_steps :]
+        self.elapsed, self.measure_seconds = b.elapsed, b.measure_seconds
 
     # -- gradients --------------------------------------------------------------------------
     def grad_fn_for(self, batch: Batch):
@@ -162,8 +211,8 @@ class _Runner:
 
         return grad_fn
 
-    def update(self, step: int) -> StepInfo:
-        """One GD/SAM/USAM update on the batch of ``step``."""
+    def update(self, step: int) -> tuple[list[torch.Tensor], StepInfo]:
+        """One GD/SAM/USAM update on the batch of ``step``: the new parameters (``self.params`` is not changed)."""
         batch = self.task.batch_at(step)
         grad_fn = self.grad_fn_for(batch)
         cfg = self.cfg
@@ -173,19 +222,23 @@ class _Runner:
             new, info = sam_step(self.params, grad_fn, cfg.eta, cfg.rho)
         else:
             new, info = usam_step(self.params, grad_fn, cfg.eta, cfg.rho)
-        self.params = [p.detach() for p in new]
-        return info
+        return [p.detach() for p in new], info
 
     def edge_of(self, grad_norm: float) -> float:
-        """The run's own edge: 2/eta (GD), the SAM-edge (SAM) or the USAM edge."""
+        """The run's own edge: 2/eta (GD), the SAM-edge (SAM) or the USAM edge; NaN for a non-finite ``||g||``."""
         cfg = self.cfg
         if cfg.optimizer == "usam":
             return float(usam_edge(cfg.eta, cfg.rho))
+        if math.isnan(grad_norm):
+            return math.nan
         return float(sam_edge(grad_norm, cfg.eta, cfg.rho))
 
     # -- measurement ------------------------------------------------------------------------
-    def measure(self, step: int) -> list[dict]:
-        """Measure at the current parameters on the data the config asks for (before the update)."""
+    def measure(self, step: int) -> tuple[list[dict], dict[str, torch.Tensor]]:
+        """Measure at the current parameters on the data the config asks for (before the update).
+
+        Returns the rows and the new warm-start eigenvectors; the caller applies both.
+        """
         cfg = self.cfg
         batches: list[Batch] = []
         if cfg.measure_data in ("batch", "both"):
@@ -193,14 +246,15 @@ class _Runner:
         if cfg.measure_data in ("fixed", "both") and self.task.fixed_batch is not None:
             batches.append(self.task.fixed_batch)
         rows = []
+        vecs = dict(self.prev_vecs)
         test = self.task.metrics(self.params, self.task.test_batch) if self.task.test_batch is not None else {}
         for batch in batches:
             t0 = time.perf_counter()
-            rows.append(self._measure_on(step, batch, test))
+            rows.append(self._measure_on(step, batch, test, vecs))
             rows[-1]["measure_seconds"] = time.perf_counter() - t0
-        return rows
+        return rows, vecs
 
-    def _measure_on(self, step: int, batch: Batch, test: dict[str, float]) -> dict:
+    def _measure_on(self, step: int, batch: Batch, test: dict[str, float], vecs: dict[str, torch.Tensor]) -> dict:
         cfg = self.cfg
 
         def loss_fn(ps: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -212,12 +266,12 @@ class _Runner:
         res = lanczos(
             op,
             k=cfg.k,
-            v0=self.prev_vecs.get(batch.kind),
+            v0=vecs.get(batch.kind),
             tol=cfg.lanczos_tol,
             max_iter=cfg.lanczos_max_iter,
             generator=self.gen,
         )
-        self.prev_vecs[batch.kind] = res.eigenvectors.detach().clone()
+        vecs[batch.kind] = res.eigenvectors.detach().clone()
         v1 = res.eigenvectors[:, 0]
         grad_fn = self.grad_fn_for(batch)
         g_list = op.unflatten(g_flat)
@@ -234,13 +288,14 @@ class _Runner:
         }
         if self.task.classification:
             row["accuracy"] = self.task.metrics(self.params, batch)["accuracy"]
+        finite_g = math.isfinite(g_norm)
         row.update(
             grad_norm=g_norm,
             sam_grad_norm=float(global_norm(g_upd)),
-            sam_edge=float(sam_edge(g_norm, cfg.eta, cfg.rho)) if cfg.optimizer != "usam" else math.nan,
+            sam_edge=float(sam_edge(g_norm, cfg.eta, cfg.rho)) if cfg.optimizer != "usam" and finite_g else math.nan,
             edge=self.edge_of(g_norm),
             gd_edge=float(gd_edge(cfg.eta)),
-            alpha=cfg.eta * g_norm / (2 * cfg.rho) if cfg.rho > 0 else math.inf,
+            alpha=math.inf if cfg.rho == 0 else float(alpha(g_norm, cfg.eta, cfg.rho)) if finite_g else math.nan,
         )
         for i in range(cfg.k):
             row[f"lambda_{i + 1}"] = float(res.eigenvalues[i])
@@ -260,125 +315,320 @@ class _Runner:
         row.update({f"test_{k}": v for k, v in test.items()})
         return row
 
-    # -- persistence --------------------------------------------------------------------------
-    def checkpoint(self, next_step: int) -> None:
-        """Save everything needed to continue at ``next_step`` exactly as an uninterrupted run would."""
-        state = {
-            "next_step": next_step,
-            "params": [p.cpu() for p in self.params],
+    # -- commits --------------------------------------------------------------------------------
+    def _record(self, status: dict[str, Any]) -> dict[str, Any]:
+        """The checkpoint record of the current state (which must be a boundary)."""
+        steps = {
+            "step": torch.tensor([r["step"] for r in self.steps_log], dtype=torch.int64),
+            **{
+                c: torch.tensor([r[c] for r in self.steps_log], dtype=torch.float64)
+                for c in rf.STEP_COLUMNS
+                if c != "step"
+            },
+        }
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "identity": self.cfg.identity(),
+            "next_step": self.next_step,
+            "measured": self.measured,
+            "status": status,
+            "params": [p.detach().cpu() for p in self.params],
             "gen_state": self.gen.get_state(),
-            "prev_vecs": {k: v.cpu() for k, v in self.prev_vecs.items()},
-            "measurements": self.measurements,
-            "steps_log": self.steps_log,
+            "prev_vecs": {k: v.detach().cpu() for k, v in self.prev_vecs.items()},
+            "measurements": list(self.measurements),
+            "steps": steps,
             "elapsed": self.elapsed,
             "measure_seconds": self.measure_seconds,
+            "commit_seconds": self.commit_seconds,
+            "sessions": [dict(x) for x in self.sessions],
         }
-        _atomic_save(state, self.path / "checkpoint.pt")
-        self.write_tables()
+
+    def commit(self, state: str, **extra: Any) -> None:
+        """Commit the current boundary: the checkpoint first, then provenance, tables and status."""
+        t0 = time.perf_counter()
+        if self.in_session:
+            self.sessions[-1]["to_step"] = self.next_step
+        status = {"state": state, **{k: v for k, v in extra.items() if v is not None}}
+        rf.save_checkpoint(self.path, self._record(status))
+        rf.fault_point("checkpoint:done")
+        self.write_derived(status)
+        self.last_commit_cost = time.perf_counter() - t0
+        self.commit_seconds += self.last_commit_cost
+        self.last_commit_end = time.perf_counter()
+        self.last_commit_at = (self.next_step, self.measured)
+
+    def write_derived(self, status: dict[str, Any]) -> None:
+        """Rewrite provenance, tables and status from the current (committed) state; status last."""
+        prov = dict(self.base_provenance)
+        prov["timings"] = rf.timings(self.elapsed, self.measure_seconds, len(self.steps_log), self.commit_seconds)
+        prov["sessions"] = [dict(x) for x in self.sessions]
+        rf.atomic_write_json(self.path / rf.PROVENANCE, prov)
+        rf.fault_point("provenance.json:done")
+        del self.step_lines[len(self.steps_log) :]
+        for r in self.steps_log[len(self.step_lines) :]:
+            self.step_lines.append(rf.csv_line(r[c] for c in rf.STEP_COLUMNS))
+        rf.write_tables(self.path, self.measurements, self.step_lines)
+        record = rf.status_record(
+            status["state"],
+            steps_done=len(self.steps_log),
+            steps_total=self.cfg.steps,
+            n_measurements=len(self.measurements),
+            written_by={"pid": os.getpid(), "host": os.uname().nodename},
+            **{k: v for k, v in status.items() if k != "state"},
+        )
+        rf.atomic_write_json(self.path / rf.STATUS, record)
+        rf.fault_point("status.json:done")
+
+    def begin_session(self) -> None:
+        """Record that this process computes from the current step on (kept in the provenance)."""
+        self.sessions.append(
+            {
+                "pid": os.getpid(),
+                "host": os.uname().nodename,
+                "started_utc": rf.now_utc(),
+                "device": self.base_provenance["device_name"],
+                "from_step": self.next_step,
+                "to_step": self.next_step,
+            }
+        )
+        self.in_session = True
+
+    def commit_due(self) -> bool:
+        """Whether to commit at this boundary (step cadence, or time cadence adapted to the commit's cost)."""
+        if self.last_commit_at == (self.next_step, self.measured):
+            return False
+        cfg = self.cfg
+        if cfg.checkpoint_every and not self.measured and self.next_step % cfg.checkpoint_every == 0:
+            return True
+        if cfg.checkpoint_seconds > 0:
+            interval = max(cfg.checkpoint_seconds, COST_FACTOR * self.last_commit_cost)
+            return time.perf_counter() - self.last_commit_end >= interval
+        return False
 
     def restore(self) -> bool:
-        """Load the checkpoint if there is one; return whether a run was resumed."""
-        ckpt = self.path / "checkpoint.pt"
-        if not ckpt.exists():
+        """Continue from the folder's checkpoint if there is one (checked against this run); return whether."""
+        state = rf.load_checkpoint(self.path)
+        if state is None:
             return False
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        ckpt = self.path / rf.CHECKPOINT
+        problem = self._check_record(state)
+        if problem:
+            raise rf.checkpoint_refused(ckpt, problem)
         self.params = [p.to(self.device) for p in state["params"]]
         self.gen.set_state(state["gen_state"])
         self.prev_vecs = {k: v.to(self.device) for k, v in state["prev_vecs"].items()}
-        self.measurements = state["measurements"]
-        self.steps_log = state["steps_log"]
-        self.elapsed = state["elapsed"]
-        self.measure_seconds = state["measure_seconds"]
-        self.start_step = state["next_step"]
+        self.measurements = list(state["measurements"])
+        cols = state["steps"]
+        n = int(cols["step"].numel())
+        lists = {c: cols[c].tolist() for c in rf.STEP_COLUMNS}
+        self.steps_log = [{c: lists[c][i] for c in rf.STEP_COLUMNS} for i in range(n)]
+        self.step_lines = []
+        self.next_step = state["next_step"]
+        self.measured = state["measured"]
+        self.elapsed = float(state["elapsed"])
+        self.measure_seconds = float(state["measure_seconds"])
+        self.commit_seconds = float(state.get("commit_seconds", 0.0))
+        self.sessions = [dict(x) for x in state.get("sessions", [])]
+        status = state["status"]
+        if status["state"] in rf.TERMINAL_STATES:
+            self.outcome = dict(status)
+        self.resumed_from = self.next_step
+        self.mark_boundary()
+        self.last_commit_at = (self.next_step, self.measured)
         return True
 
-    def write_tables(self) -> None:
-        """Write the tidy tables (atomically) from what has been measured so far."""
-        for name, rows in (("measurements.csv", self.measurements), ("steps.csv", self.steps_log)):
-            tmp = self.path / (name + ".tmp")
-            pd.DataFrame(rows).to_csv(tmp, index=False)
-            os.replace(tmp, self.path / name)
-
-    def write_status(self, state: str, **extra: Any) -> None:
-        """Write ``status.json`` and the provenance record with timings."""
-        done_steps = len(self.steps_log)
-        status = {"state": state, "steps_done": done_steps, "steps_total": self.cfg.steps, **extra}
-        _atomic_write_text(self.path / "status.json", json.dumps(status, indent=2))
-        prov = provenance.collect(self.device, self.dtype)
-        prov["timings"] = {
-            "wall_seconds": self.elapsed,
-            "measure_seconds": self.measure_seconds,
-            "measure_share": self.measure_seconds / self.elapsed if self.elapsed > 0 else math.nan,
-            "seconds_per_step_excluding_measurements": (self.elapsed - self.measure_seconds) / max(1, done_steps),
-        }
-        _atomic_write_text(self.path / "provenance.json", json.dumps(prov, indent=2))
+    def _check_record(self, s: dict[str, Any]) -> str:
+        """What is wrong with a checkpoint record for this run ("" when nothing)."""
+        cfg = self.cfg
+        if s.get("format") != CHECKPOINT_FORMAT:
+            return f"its format is {s.get('format')!r}, this version reads {CHECKPOINT_FORMAT!r}"
+        if s.get("identity") != cfg.identity():
+            return f"it belongs to configuration {s.get('identity')!r}, this folder to {cfg.identity()!r}"
+        step, measured, status = s.get("next_step"), s.get("measured"), s.get("status")
+        if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= cfg.steps:
+            return f"next_step={step!r} is not a step of this run (0..{cfg.steps})"
+        if not isinstance(measured, bool) or not isinstance(status, dict) or not isinstance(status.get("state"), str):
+            return "its step state is malformed"
+        params = s.get("params")
+        want = self.task.params
+        if not isinstance(params, list) or len(params) != len(want):
+            held = len(params) if isinstance(params, list) else "no"
+            return f"it holds {held} parameter tensors, the model {len(want)}"
+        for i, (p, w) in enumerate(zip(params, want, strict=True)):
+            if not isinstance(p, torch.Tensor) or p.shape != w.shape or p.dtype != w.dtype:
+                return f"parameter {i} is not a {w.dtype} tensor of shape {list(w.shape)}"
+        gen = s.get("gen_state")
+        ref = self.gen.get_state()
+        if not isinstance(gen, torch.Tensor) or gen.dtype != torch.uint8 or gen.shape != ref.shape:
+            return "its random-generator state is malformed"
+        dim = sum(w.numel() for w in want)
+        vecs = s.get("prev_vecs")
+        if not isinstance(vecs, dict) or not all(
+            isinstance(v, torch.Tensor) and v.ndim == 2 and v.shape[0] == dim for v in vecs.values()
+        ):
+            return f"its eigenvectors are not [{dim}, k] tensors"
+        meas, cols = s.get("measurements"), s.get("steps")
+        if not isinstance(meas, list) or not all(isinstance(r, dict) and isinstance(r.get("step"), int) for r in meas):
+            return "its measurement rows are malformed"
+        if not isinstance(cols, dict) or set(cols) != set(rf.STEP_COLUMNS):
+            return "its step table is malformed"
+        if not all(isinstance(c, torch.Tensor) and c.ndim == 1 and c.numel() == step for c in cols.values()):
+            return f"its step table does not hold exactly the {step} steps done"
+        if any(r["step"] > step for r in meas) or (measured and (not meas or meas[-1]["step"] != step)):
+            return "its measurement rows do not match its step"
+        for key in ("elapsed", "measure_seconds", "commit_seconds"):
+            if not isinstance(s.get(key), (int, float)):
+                return f"{key} is not a number"
+        if not isinstance(s.get("sessions"), list) or not all(isinstance(x, dict) for x in s["sessions"]):
+            return "its session list is malformed"
+        return ""
 
     # -- the loop -----------------------------------------------------------------------------
     def is_measure_step(self, step: int) -> bool:
         """Steps 0, m, 2m, ... and the final iterate (step == steps)."""
         return step % self.cfg.measure_every == 0 or step == self.cfg.steps
 
-    def loop(self, stop_after: int | None = None, max_seconds: float | None = None) -> tuple[str, dict]:
-        """Run from ``start_step`` to the end; return the final state.
+    def loop(self, stop_after: int | None = None, max_seconds: float | None = None) -> dict[str, Any]:
+        """Run from the current boundary to the end; return the status to commit.
 
-        ``stop_after`` (steps, for tests) and ``max_seconds`` (this call's wall-clock budget) stop early with a
-        checkpoint, so the same call resumes the run later.
+        ``stop_after`` (steps, for tests) and ``max_seconds`` (this call's wall-clock budget) stop early at a
+        boundary, so the same call resumes the run later.
         """
         budget_start = time.perf_counter()
         cfg = self.cfg
-        bar = tqdm(total=cfg.steps, initial=self.start_step, disable=not self.progress, desc=cfg.run_name())
-        step = self.start_step
+        start = self.next_step
+        bar = tqdm(total=cfg.steps, initial=start, disable=not self.progress, desc=cfg.run_name(), file=sys.stderr)
         last_ratio = math.nan
         try:
-            while step <= cfg.steps:
-                if (stop_after is not None and step >= self.start_step + stop_after) or (
+            while self.outcome is None:
+                if (stop_after is not None and self.next_step >= start + stop_after) or (
                     max_seconds is not None and time.perf_counter() - budget_start >= max_seconds
                 ):
-                    self.checkpoint(step)
-                    return "interrupted", {"stopped_at": step}
+                    return {"state": "interrupted", "stopped_at": self.next_step}
+                if self.commit_due():
+                    self.commit("running", resumed_from=self.resumed_from)
+                step = self.next_step
                 t0 = time.perf_counter()
-                if self.is_measure_step(step):
-                    rows = self.measure(step)
-                    mt = sum(r["measure_seconds"] for r in rows)
-                    self.measure_seconds += mt
-                    for r in rows:
-                        r["wall_time"] = self.elapsed + (time.perf_counter() - t0)
-                    self.measurements.extend(rows)
-                    self.write_tables()  # cheap, and a crash loses nothing already measured
-                    last_ratio = rows[0]["lambda_1"] / rows[0]["edge"]
-                    bad = [r for r in rows if not math.isfinite(r["loss"]) or not math.isfinite(r["lambda_1"])]
-                    if bad:
-                        self.elapsed += time.perf_counter() - t0
-                        return "diverged", {"step": step, "reason": f"non-finite measurement at step {step}"}
+                if not self.measured and self.is_measure_step(step):
+                    rows = self._measure_step(step, t0)
+                    if rows and rows[0]["edge"] > 0:
+                        last_ratio = rows[0]["lambda_1"] / rows[0]["edge"]
+                    continue
                 if step == cfg.steps:
-                    self.elapsed += time.perf_counter() - t0
+                    self.outcome = {"state": "finished"}
                     break
-                info = self.update(step)
-                loss = float(info.loss)
-                g_norm = float(info.grad_norm)
-                self.elapsed += time.perf_counter() - t0
-                self.steps_log.append(
-                    {
-                        "step": step,
-                        "loss": loss,
-                        "grad_norm": g_norm,
-                        "edge": self.edge_of(g_norm),
-                        "wall_time": self.elapsed,
-                    }
-                )
-                if not math.isfinite(loss) or not math.isfinite(g_norm) or loss > cfg.max_loss:
-                    reason = f"training loss {loss:.4g} (gradient norm {g_norm:.4g}) at step {step}"
-                    reason += " is not finite" if not math.isfinite(loss) else f" exceeds max_loss={cfg.max_loss:g}"
-                    return "diverged", {"step": step, "reason": reason}
-                step += 1
+                self._update_step(step, t0)
                 bar.update(1)
-                if self.progress and step % 10 == 0:
-                    bar.set_postfix(loss=f"{loss:.4g}", lam1_over_edge=f"{last_ratio:.3f}")
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                    self.checkpoint(step)
+                if self.progress and self.next_step % 10 == 0:
+                    bar.set_postfix(loss=f"{self.steps_log[-1]['loss']:.4g}", lam1_over_edge=f"{last_ratio:.3f}")
         finally:
             bar.close()
-        return "finished", {}
+        return self.outcome
+
+    def _measure_step(self, step: int, t0: float) -> list[dict]:
+        """Measure at ``step`` and apply the rows (or record the divergence); return the rows."""
+        try:
+            rows, vecs = self.measure(step)
+            rf.fault_point("measured")
+        except FloatingPointError as err:  # the Hessian-vector products overflowed: the run has blown up
+            self.rollback()
+            self.outcome = {
+                "state": "diverged",
+                "step": step,
+                "reason": f"the Hessian-vector products became non-finite at step {step} ({err})",
+            }
+            return []
+        for r in rows:
+            r["wall_time"] = self.elapsed + (time.perf_counter() - t0)
+        measure_time = sum(r["measure_seconds"] for r in rows)
+        bad = [r for r in rows if not math.isfinite(r["loss"]) or not math.isfinite(r["lambda_1"])]
+        self.measurements.extend(rows)
+        self.prev_vecs = vecs
+        self.measured = True
+        self.measure_seconds += measure_time
+        self.elapsed += time.perf_counter() - t0
+        self.mark_boundary()
+        if bad:
+            self.outcome = {"state": "diverged", "step": step, "reason": f"non-finite measurement at step {step}"}
+        return rows
+
+    def _update_step(self, step: int, t0: float) -> None:
+        """Take the update of ``step`` and apply it (or record the divergence it shows)."""
+        cfg = self.cfg
+        new_params, info = self.update(step)
+        rf.fault_point("updated")
+        loss = float(info.loss)
+        g_norm = float(info.grad_norm)
+        self.elapsed += time.perf_counter() - t0
+        self.steps_log.append(
+            {"step": step, "loss": loss, "grad_norm": g_norm, "edge": self.edge_of(g_norm), "wall_time": self.elapsed}
+        )
+        self.params = new_params
+        self.next_step = step + 1
+        self.measured = False
+        self.mark_boundary()
+        if not math.isfinite(loss) or not math.isfinite(g_norm) or loss > cfg.max_loss:
+            reason = f"training loss {loss:.4g} (gradient norm {g_norm:.4g}) at step {step}"
+            reason += " is not finite" if not math.isfinite(loss) else f" exceeds max_loss={cfg.max_loss:g}"
+            if math.isfinite(loss) and not math.isfinite(g_norm):
+                reason = f"gradient norm {g_norm:.4g} at step {step} is not finite (loss {loss:.4g})"
+            self.outcome = {"state": "diverged", "step": step, "reason": reason}
+
+
+# ----------------------------------------------------------------------------------------------------
+# The entry point
+# ----------------------------------------------------------------------------------------------------
+
+
+def _terminal_result(path: Path, cfg: RunConfig) -> RunResult | None:
+    """The stored result when ``path`` holds a finished or diverged run of ``cfg`` that reads cleanly."""
+    try:
+        if rf.read_status(path).get("state") not in rf.TERMINAL_STATES:
+            return None
+        result = load_run(path)
+    except rf.RunFolderError:
+        return None
+    return result if result.config.identity() == cfg.identity() else None
+
+
+def _check_folder_config(path: Path, cfg: RunConfig) -> None:
+    """Refuse a folder whose ``config.json`` describes another run."""
+    if (path / rf.CONFIG).exists():
+        stored = rf.read_config(path)
+        if stored.identity() != cfg.identity():
+            raise rf.RunFolderError(
+                f"{path} holds a different configuration (identity {stored.identity()}, this run {cfg.identity()}); "
+                f"move it away, or {rf.FORCE_HINT}"
+            )
+
+
+def _clear(path: Path) -> None:
+    """Forget a folder's results for ``force``: the status first (so no step is claimed), then the rest."""
+    for name in (rf.STATUS, rf.CHECKPOINT, rf.MEASUREMENTS, rf.STEPS, rf.PROVENANCE):
+        (path / name).unlink(missing_ok=True)
+        rf.fault_point(f"force:{name}")
+
+
+def _deliver(result: RunResult, raise_on_divergence: bool) -> RunResult:
+    """Return ``result``, or raise :class:`RunDivergedError` for a diverged run when asked (also when loaded)."""
+    if result.state == "diverged" and raise_on_divergence:
+        cfg = result.config
+        raise RunDivergedError(
+            f"run {cfg.run_name()} diverged: {result.status.get('reason', 'no reason recorded')}. Everything "
+            f"measured up to then is kept in {result.path}. Try a smaller eta (now {cfg.eta:g}) or rho "
+            f"(now {cfg.rho:g})."
+        )
+    return result
+
+
+def _check_budget(stop_after: int | None, max_seconds: float | None) -> None:
+    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 0):
+        raise ConfigError(f"stop_after={stop_after!r} must be an integer >= 0")
+    if max_seconds is not None:
+        if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)):
+            raise ConfigError(f"max_seconds={max_seconds!r} must be a number of seconds")
+        if not (math.isfinite(max_seconds) and max_seconds > 0):
+            raise ConfigError(f"max_seconds={max_seconds!r} must be a finite number of seconds > 0")
 
 
 def run(
@@ -391,8 +641,9 @@ def run(
     raise_on_divergence: bool = False,
     stop_after: int | None = None,
     max_seconds: float | None = None,
+    wait: bool = False,
 ) -> RunResult:
-    """Run ``cfg`` (or load its finished results) and return the tables.
+    """Run ``cfg`` (or load its finished results, or resume it) and return the tables.
 
     Args:
         cfg: the configuration; validated before anything is computed.
@@ -400,42 +651,89 @@ def run(
         data_dir: where the datasets are (default ``$SAMEDGE_DATA`` or the user cache).
         force: recompute even if a finished run of this configuration exists.
         progress: show a progress bar (steps, loss, last lambda1/edge).
-        raise_on_divergence: raise :class:`RunDivergedError` (after saving everything) instead of returning.
-        stop_after: stop (with a checkpoint) after this many steps; used to test resuming.
-        max_seconds: stop (with a checkpoint) once this call has run this long; call again to continue.
+        raise_on_divergence: raise :class:`RunDivergedError` (after saving everything) instead of returning;
+            also when the diverged run is only loaded.
+        stop_after: stop (with a commit) after this many steps; used to test resuming.
+        max_seconds: stop (with a commit) once this call has run this long; call again to continue.
+        wait: if another process is computing this run, wait for it (then load or resume) instead of raising
+            :class:`~samedge_lib.runfolder.RunLockedError`.
+
+    Raises:
+        ConfigError: invalid configuration (before anything is computed or created).
+        samedge_lib.data.DataError, DeviceError: the data or the device is not available; nothing is created.
+        samedge_lib.runfolder.RunLockedError: another process holds the folder (and ``wait`` is false).
+        samedge_lib.runfolder.RunFolderError: the folder holds another configuration or a damaged file.
+        RunInterruptedError: Ctrl-C; the last completed step was committed (status ``interrupted``).
+        RunDivergedError: see ``raise_on_divergence``.
+
+    Any other error is recorded as status ``failed`` (with everything measured before it) and re-raised.
 
     """
     cfg.validate()
-    path = runs_root(root) / cfg.run_name()
-    if path.exists() and not force:
-        status_file = path / "status.json"
-        if status_file.exists() and json.loads(status_file.read_text()).get("state") in (
-            "finished",
-            "diverged",
-        ):
-            return load_run(path)
-        if (path / "config.json").exists():
-            stored = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
-            if stored.identity() != cfg.identity():
-                raise RuntimeError(f"{path} holds a different configuration; remove it or use force=True")
-    if force and path.exists():
-        for name in ("checkpoint.pt", "measurements.csv", "steps.csv", "status.json"):
-            (path / name).unlink(missing_ok=True)
-    path.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(path / "config.json", json.dumps(cfg.to_dict(), indent=2))
-    runner = _Runner(cfg, path, data_dir, progress)
-    resumed = runner.restore()
-    runner.write_status("running", resumed_from=runner.start_step if resumed else None)
-    state, extra = runner.loop(stop_after=stop_after, max_seconds=max_seconds)
-    if state == "interrupted":
-        runner.write_status("interrupted", **extra)
-        return load_run(path)
-    runner.checkpoint(len(runner.steps_log))
-    runner.write_status(state, **extra)
-    result = load_run(path)
-    if state == "diverged" and raise_on_divergence:
-        raise RunDivergedError(
-            f"run {cfg.run_name()} diverged: {extra['reason']}. Everything measured up to then is kept in {path}. "
-            f"Try a smaller eta (now {cfg.eta:g}) or rho (now {cfg.rho:g})."
-        )
-    return result
+    _check_budget(stop_after, max_seconds)
+    path = rf.run_path(cfg, root)
+    if not force:
+        done = _terminal_result(path, cfg)
+        if done is not None:
+            return _deliver(done, raise_on_divergence)
+        if path.exists():
+            _check_folder_config(path, cfg)
+    rf.check_writable(path)
+    try:
+        runner = _Runner(cfg, path, data_dir, progress)
+    except KeyboardInterrupt:
+        raise RunInterruptedError("interrupted while loading the data; nothing was computed") from None
+    except torch.cuda.OutOfMemoryError as err:
+        raise DeviceError(f"the data and model do not fit into the GPU's memory ({_first_line(err)})") from None
+
+    def note(message: str) -> None:
+        print(f"samedge_lib.train: {message}", file=sys.stderr, flush=True)
+
+    with rf.locked(path, wait=wait, on_wait=note):
+        rf.remove_stale_temps(path)
+        if force:
+            _clear(path)
+        else:
+            done = _terminal_result(path, cfg)  # another process may have finished it while we waited
+            if done is not None:
+                return _deliver(done, raise_on_divergence)
+            _check_folder_config(path, cfg)
+        rf.atomic_write_json(path / rf.CONFIG, cfg.to_dict())
+        if not runner.restore():
+            try:
+                status = rf.read_status(path)
+            except rf.RunFolderError:
+                raise rf.RunFolderError(
+                    f"{path / rf.STATUS} is torn and there is no checkpoint to rebuild it from; {rf.FORCE_HINT}"
+                ) from None
+            if status.get("state") in rf.TERMINAL_STATES:  # results without a checkpoint (stored runs): keep
+                return _deliver(load_run(path), raise_on_divergence)
+        if runner.outcome is not None:  # killed after its final checkpoint: rebuild the other files, no compute
+            runner.write_derived(runner.outcome)
+            return _deliver(load_run(path), raise_on_divergence)
+        runner.begin_session()
+        try:
+            runner.commit("running", resumed_from=runner.resumed_from)
+            final = runner.loop(stop_after=stop_after, max_seconds=max_seconds)
+        except KeyboardInterrupt:
+            runner.rollback()
+            runner.commit("interrupted", stopped_at=runner.next_step, reason="interrupted (Ctrl-C or SIGTERM)")
+            raise RunInterruptedError(
+                f"run {cfg.run_name()} interrupted at step {runner.next_step} of {cfg.steps}; everything up to "
+                f"there is saved in {path}; run the same command again to continue"
+            ) from None
+        except Exception as err:
+            runner.rollback()
+            oom = isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError))
+            reason = ("out of memory: " if oom else "") + _first_line(err)
+            with contextlib.suppress(Exception):
+                runner.commit("failed", step=runner.next_step, reason=reason)
+            if oom:
+                raise DeviceError(
+                    f"run {cfg.run_name()} ran out of memory at step {runner.next_step} ({_first_line(err)}); "
+                    f"everything up to there is saved in {path}; set grad_chunk (--set grad_chunk=N) or use a "
+                    f"smaller model, then run again to continue"
+                ) from None
+            raise
+        runner.commit(final["state"], **{k: v for k, v in final.items() if k != "state"})
+    return _deliver(load_run(path), raise_on_divergence)
