@@ -136,7 +136,7 @@ def run_panel(df: pd.DataFrame, *, title: str) -> plt.Figure:
 def plot_alpha_collapse(ax: Axes, runs: Mapping[str, pd.DataFrame], *, title: str = "") -> Axes:
     """``lambda_1 / (2/eta)`` against ``alpha = eta ||g|| / (2 rho)`` for SAM runs, over the curve ``R(alpha)``.
 
-    If SAM sits on its edge, every measurement of every rho falls on the single curve ``R`` (Figure 1).
+    If SAM sits on its edge, every measurement of every rho falls on the single curve ``R`` (chapter 1).
     """
     from .edges import edge_ratio  # the one formula; imported here to keep plots' dependencies visible
 
