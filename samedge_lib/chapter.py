@@ -257,3 +257,39 @@ class ExperimentChapter:
             draw = plots.plot_edge_zoom if res.config.rho > 0 else plots.plot_eigenvalues
             draw(ax, measurements_on(res, self.data), title=f"paper scale: {label(res.config)}")
         plt.show()
+
+    def seed_band(
+        self, live: Mapping[float, RunResult], band: Mapping[int, Mapping[float, RunResult]], main_rho: float
+    ) -> pd.DataFrame:
+        """The headline numbers at every seed: one row per number, one column per seed, then median and spread.
+
+        The rows: SAM's median ``lambda_1/edge`` after the transient at ``main_rho`` (NaN where the edge was not
+        reached) and GD's median ``eta lambda_1/2`` over the last third. Glued as
+        ``ch<n>_band_sam`` / ``ch<n>_band_gd`` (Markdown sentences) and ``..._spread`` (numbers).
+        """
+        from myst_nb import glue
+
+        runs = {live[main_rho].config.seed: live, **band}
+        rows = {}
+        for key, what, rho in (
+            ("sam", f"SAM ρ={main_rho:g}: median λ₁/edge after the transient", main_rho),
+            ("gd", f"{label(live[0.0].config)}: median ηλ₁/2 over the last third", 0.0),
+        ):
+            values = {}
+            for seed, res in sorted(runs.items()):
+                df = measurements_on(res[rho], self.data)
+                stat = tracking_ratio(df)["median"] if rho > 0 else gd_edge_ratio(df)["median_last_third"]
+                values[f"seed {seed}"] = stat
+            finite = [v for v in values.values() if math.isfinite(v)]
+            med = float(pd.Series(finite).median()) if finite else math.nan
+            spread = float(max(finite) - min(finite)) if len(finite) == len(values) and finite else math.nan
+            rows[what] = {**values, "median over seeds": med, "spread (max − min)": spread}
+            listed = ", ".join(f"{_cell(v, 3)}" for v in values.values())
+            seeds = ", ".join(str(s) for s in sorted(runs))
+            if len(runs) > 1:
+                sentence = f"{listed} at seeds {seeds} (median {_cell(med, 3)}, spread {_cell(spread, 2)})"
+            else:
+                sentence = f"{listed} at seed {seeds} (no other seed was run)"
+            glue(f"ch{self.number}_band_{key}", Markdown(sentence), display=False)
+            glue(f"ch{self.number}_band_{key}_spread", spread, display=False)
+        return pd.DataFrame(rows).T.rename_axis("number").reset_index()

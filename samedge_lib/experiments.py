@@ -27,6 +27,20 @@ from .train import RunResult, run
 #: The radius the paper's README and main figures use; a chapter's main statements are about it.
 PAPER_RHO = 0.1
 
+#: Extra seeds of the seed band per preset: GD and SAM at the main radius are rerun at these seeds, so a reader
+#: sees how much of a headline number is seed noise (three seeds in all at ``cpu``; none at ``smoke``, whose runs
+#: reach no edge, nor at ``paper``, where one run is already hours).
+BAND_SEEDS = {"smoke": (), "cpu": (1, 2), "paper": ()}
+
+
+def band_config(cfg: RunConfig, seed: int) -> RunConfig:
+    """``cfg`` at another seed, for the seed band: only what the band's statistics need (``lambda_1``, no estimator).
+
+    The paper's estimator (``official_every = 0``) and ``lambda_2, ...`` (``k = 1``) are dropped: they do not
+    change ``lambda_1`` (certified by Lanczos to the same tolerance) and cost most of a check.
+    """
+    return cfg.replace(seed=seed, official_every=0, k=1)
+
 
 def sweep_configs(task: str, preset: str, rhos: Sequence[float], **overrides: object) -> list[RunConfig]:
     """GD (rho = 0) and SAM at each rho in ``rhos``, all at ``preset`` with the same overrides."""
@@ -107,6 +121,7 @@ class Sweep:
         configs: one configuration per radius, GD (``rho = 0``) first.
         main_rho: the radius the chapter's main statements are about (:data:`PAPER_RHO` when swept).
         parameters: the values the chapter runs with, defaults resolved, for the chapter's parameter box.
+        band: the seed band's configurations (:func:`band_config` of GD and of SAM at ``main_rho``), by seed.
 
     """
 
@@ -115,6 +130,7 @@ class Sweep:
     configs: tuple[RunConfig, ...]
     main_rho: float
     parameters: dict[str, Any]
+    band: dict[int, tuple[RunConfig, ...]]
 
     @classmethod
     def from_parameters(
@@ -126,6 +142,7 @@ class Sweep:
         steps: Any = None,
         seed: Any = 0,
         official_every: Any = None,
+        band_seeds: Any = None,
         **overrides: Any,
     ) -> Sweep:
         """Validate a chapter's parameters and build its sweep; ``None`` means "the preset's value".
@@ -147,6 +164,12 @@ class Sweep:
             over["official_every"] = check_number("official_every", official_every, minimum=0, integer=True)
         configs = tuple(sweep_configs(task, preset, sweep, **over))
         main = PAPER_RHO if PAPER_RHO in sweep else min(r for r in sweep if r > 0)
+        extra = BAND_SEEDS[preset]
+        if band_seeds is not None:
+            extra = check_list("band_seeds", band_seeds, item=lambda n, v: check_number(n, v, minimum=0, integer=True))
+        extra = tuple(s for s in dict.fromkeys(extra) if s != seed)
+        pair = [c for c in configs if c.rho in (0.0, main)]
+        band = {s: tuple(band_config(c, s) for c in pair) for s in extra}
         first = configs[1]
         params = {
             "preset": preset,
@@ -154,11 +177,24 @@ class Sweep:
             "steps": first.steps,
             "seed": first.seed,
             "official_every": first.official_every,
+            "band_seeds": list(extra),
             **{k: v for k, v in overrides.items()},
         }
-        return cls(task, preset, configs, main, params)
+        return cls(task, preset, configs, main, params, band)
 
     def run(self, *, root: str | Path | None = None, progress: bool | None = None) -> dict[float, RunResult]:
-        """Run (or load) every configuration; return ``{rho: result}``. Diverged runs are returned, not raised."""
-        results = run_all(self.configs, root=root, progress=progress)
-        return {cfg.rho: res for cfg, res in zip(self.configs, results, strict=True)}
+        """Run (or load) every configuration, the seed band's too; return the sweep's ``{rho: result}``.
+
+        Diverged runs are returned, not raised. The band's runs go into the same pool of workers, so the cores
+        stay busy; :meth:`band_results` then only loads them.
+        """
+        band = [c for cfgs in self.band.values() for c in cfgs]
+        results = run_all([*self.configs, *band], root=root, progress=progress)
+        return {cfg.rho: res for cfg, res in zip(self.configs, results, strict=False)}
+
+    def band_results(self, *, root: str | Path | None = None) -> dict[int, dict[float, RunResult]]:
+        """The seed band's runs, ``{seed: {rho: result}}`` (run or loaded)."""
+        out: dict[int, dict[float, RunResult]] = {}
+        for seed, cfgs in self.band.items():
+            out[seed] = {c.rho: r for c, r in zip(cfgs, run_all(cfgs, root=root, progress=False), strict=True)}
+        return out
