@@ -144,10 +144,10 @@ def offset_words(ratio: float, what: str = "the edge") -> str:
 
 
 def reads_words(rel: float) -> str:
-    """A relative difference as ``"reads 1.4 % low"`` / ``"reads 2.0 % high"``."""
+    """A relative difference as ``"reads 1.4 % low"`` / ``"reads 0.035 % high"`` (two significant digits)."""
     if not math.isfinite(rel):
         return "—"
-    return f"reads {abs(100 * rel):.1f} % {'high' if rel > 0 else 'low'}"
+    return f"reads {abs(100 * rel):.2g} % {'high' if rel > 0 else 'low'}"
 
 
 def compare_words(a: float, b: float, *, more: str = "higher", less: str = "lower") -> str:

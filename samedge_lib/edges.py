@@ -117,7 +117,7 @@ def alpha(grad_norm: ArrayLike, eta: ArrayLike, rho: ArrayLike) -> ArrayLike:
 
 
 def edge_ratio(alpha_value: ArrayLike) -> ArrayLike:
-    """``R(alpha) = SAM-edge / (2/eta) = 2 / (1 + sqrt(1 + 4/alpha))`` (the edge as a fraction of GD's; chapter 1 draws it).
+    """``R(alpha) = SAM-edge / (2/eta) = 2 / (1 + sqrt(1 + 4/alpha))``, the edge as a fraction of GD's (chapter 1).
 
     Rises strictly from ``R(0) = 0`` to ``R(inf) = 1``; ``R(1) = (sqrt 5 - 1)/2``.
     """

@@ -156,7 +156,7 @@ def test_second_eigenvalue():
 
 
 @pytest.mark.parametrize(
-    ("bias", "expected", "words"), [(-0.01, Verdict.HOLDS, "1.0 % low"), (0.05, Verdict.FAILS, "5.0 % high")]
+    ("bias", "expected", "words"), [(-0.01, Verdict.HOLDS, "reads 1 % low"), (0.05, Verdict.FAILS, "reads 5 % high")]
 )
 def test_estimator_bias_sign_and_size(bias, expected, words):
     v, value, detail = verdict("official_agrees", runset({0.1: sam_run(plateau=1, official_bias=bias)}))
@@ -205,7 +205,7 @@ def test_assert_claims_policy():
 def test_words():
     assert cl.offset_words(1.045) == "4.5 % above the edge"
     assert cl.offset_words(0.97) == "3.0 % below the edge"
-    assert cl.reads_words(-0.014) == "reads 1.4 % low"
+    assert cl.reads_words(-0.014) == "reads 1.4 % low" and cl.reads_words(0.00035) == "reads 0.035 % high"
     assert cl.compare_words(2, 1) == "higher" and cl.compare_words(1, 2) == "lower"
     assert cl.fmt(float("nan")) == "—"
 
