@@ -21,16 +21,23 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-TASKS = ("mnist", "cifar10", "shakespeare")
+from .hessian import HVP_METHODS
+from .losses import LOSSES as _LOSS_FUNCTIONS
+from .models import MODEL_FOR_TASK
+
+# Allowed values. Those the library defines elsewhere are taken from their one home (the tasks from the
+# models, the losses from losses.LOSSES, the HVP methods from hessian.HVP_METHODS); the rest are the
+# configuration's own. tests/test_allowed_values.py checks that each allowed value works.
+TASKS: tuple[str, ...] = tuple(MODEL_FOR_TASK)
+LOSSES: tuple[str, ...] = tuple(_LOSS_FUNCTIONS)
 OPTIMIZERS = ("gd", "sam", "usam")
-LOSSES = ("mse_mean", "mse_half_sum", "cross_entropy")
-HVP_METHODS = ("exact", "exact_fresh", "forward_over_reverse", "finite_difference")
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "cuda")
 MEASURE_DATA = ("batch", "fixed", "both")
 PRESETS = ("smoke", "cpu", "paper")
 
-#: Model keyword arguments each task's model accepts (see :mod:`samedge_lib.models`).
+#: The model sizes a configuration may set, per task: a subset of what the task's model constructor in
+#: :mod:`samedge_lib.models` accepts (seeds, input and output sizes are not the configuration's to change).
 MODEL_KEYS = {
     "mnist": ("depth", "width"),
     "cifar10": ("num_blocks", "layers_per_block", "feature_multiplier"),

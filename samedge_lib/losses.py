@@ -124,14 +124,6 @@ LOSSES: dict[str, LossFn] = {
     "cross_entropy": token_cross_entropy,
 }
 
-#: The official loss of each task of the paper.
-DEFAULT_LOSS_FOR_TASK: dict[str, str] = {
-    "mnist": "mse_mean",
-    "cifar10": "mse_mean",
-    "shakespeare": "cross_entropy",
-}
-
-
 def get_loss(name: str) -> LossFn:
     """The loss called ``name`` in :data:`LOSSES`; an unknown name raises :class:`ValueError` listing them."""
     if name not in LOSSES:
@@ -140,7 +132,6 @@ def get_loss(name: str) -> LossFn:
 
 
 __all__ = [
-    "DEFAULT_LOSS_FOR_TASK",
     "LOSSES",
     "LossFn",
     "get_loss",
