@@ -10,7 +10,8 @@ Presets (:func:`preset_config`):
 * ``smoke`` -- seconds; used by the tests.
 * ``cpu`` -- the book on two CPU cores: small models and data subsets chosen so that, within a
   few minutes, GD's sharpness reaches ``2/eta`` and SAM's reaches and then tracks the SAM-edge.
-* ``paper`` -- the official code's settings (SPEC section 3), for a GPU.
+* ``paper`` -- the official code's settings (``image_classification.py`` and ``transformer.py`` of
+  https://github.com/google-deepmind/sam_edge), for a GPU.
 """
 
 from __future__ import annotations
@@ -200,8 +201,8 @@ class RunConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# Presets. The `paper` values are the official code's defaults (SPEC sections 3.1-3.3); where the
-# paper's value is UNVERIFIED (CIFAR eta/rho, measurement cadence) the choice is documented here and
+# Presets. The `paper` values are the official code's defaults (image_classification.py, transformer.py);
+# where the paper's value is UNVERIFIED (CIFAR eta/rho, measurement cadence) the choice is documented here and
 # in the book, and every field can be overridden.
 # --------------------------------------------------------------------------------------------
 

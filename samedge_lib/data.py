@@ -605,7 +605,7 @@ def load_mnist(
     n_test: int | None = None,
     download: bool = True,
 ) -> ImageData:
-    """MNIST as in the official code (SPEC 3.1): ``[N, 1, 28, 28]`` float32, ``/256``, centred, one-hot.
+    """MNIST as in the official ``image_classification.py``: ``[N, 1, 28, 28]`` float32, ``/256``, centred, one-hot.
 
     Args:
         data_dir: data folder (default ``$SAMEDGE_DATA``, else the per-user cache); see the module docstring.
@@ -755,7 +755,7 @@ def load_cifar10(
     n_test: int | None = None,
     download: bool = True,
 ) -> ImageData:
-    """CIFAR-10 as in the official code (SPEC 3.2): ``[N, 3, 32, 32]`` float32, ``/256``, centred, one-hot.
+    """CIFAR-10 as in the official ``image_classification.py``: ``[N, 3, 32, 32]`` float32, ``/256``, centred, one-hot.
 
     The training set is the **first** ``n_train`` images in the pickle order of ``data_batch_1``,
     ``data_batch_2``, ... (only the batches needed are read). The official code took the first 1000 in
@@ -767,7 +767,7 @@ def load_cifar10(
         data_dir: data folder (default ``$SAMEDGE_DATA``, else the per-user cache).
         n_train: number of training images, default 1000 (the paper's task); ``None`` means all 50,000.
         n_test: the first ``n_test`` images of ``test_batch``; ``None`` means all it holds. The original
-            holds 10,000; the rebuilt copy in ``shared/data`` holds only the first 1,000 (its
+            holds 10,000; a rebuilt copy (accepted by its own digest) holds only the first 1,000 (its
             ``batch_label`` says so, recorded in ``info["test_batch_label"]``), so test accuracies on it
             are not comparable with published ones.
         download: fetch missing files (else raise :class:`DataError`).
@@ -827,7 +827,7 @@ def load_cifar10(
 
 @dataclass
 class TextData:
-    """A character corpus split into train and test token streams (ASCII codes, SPEC 3.3).
+    """A character corpus split into train and test token streams (ASCII codes, as the official ``dataset.py``).
 
     Attributes:
         train_tokens, test_tokens: 1-D int64 tensors of ``ord(c)``, newlines kept.

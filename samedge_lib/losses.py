@@ -1,4 +1,4 @@
-"""The losses of the paper's experiments (SPEC 3.1-3.3, 5.7).
+"""The losses of the paper's experiments (official ``image_classification.py`` and ``transformer.py``).
 
 * :func:`squared_error_mean` -- the official image loss ``optax.squared_error(logits, onehot).mean()``: the
   mean over **examples and classes** of ``(f - y)^2``, with no 1/2. It fixes the Hessian scale the paper's
@@ -123,6 +123,7 @@ LOSSES: dict[str, LossFn] = {
     "mse_half_sum": squared_error_half_sum,
     "cross_entropy": token_cross_entropy,
 }
+
 
 def get_loss(name: str) -> LossFn:
     """The loss called ``name`` in :data:`LOSSES`; an unknown name raises :class:`ValueError` listing them."""
