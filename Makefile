@@ -1,6 +1,6 @@
 # The two commands of the README:
 #   make book   -- set up (venv + pinned dependencies), execute every notebook at the `cpu` preset, build the HTML book
-#   make test   -- set up, lint, unit tests, and every notebook through papermill at the `smoke` preset
+#   make test   -- set up, lint (ruff check + ruff format --check), unit tests, every notebook at the `smoke` preset
 # Everything installs into ./.venv from requirements.txt (Python 3.11).
 
 PYTHON ?= python3.11
@@ -35,6 +35,7 @@ setup: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 unit: $(STAMP)
 	$(PY) -m pytest -q -m "not notebooks"
@@ -44,6 +45,7 @@ notebooks-test: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
 
 execute: $(STAMP)
