@@ -49,16 +49,22 @@ import struct
 import sys
 import tempfile
 import urllib.parse
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pooch
 import requests
 import torch
 import urllib3
+
+with warnings.catch_warnings():
+    # pooch imports tqdm.auto, which warns (on stderr) inside a Jupyter kernel without ipywidgets; pooch's
+    # progress bars are not used here, so there is nothing to act on, and a book build fails on stderr.
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    import pooch
 
 __all__ = [
     "CIFAR10_ARCHIVE",
