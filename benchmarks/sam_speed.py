@@ -1,9 +1,10 @@
 """Full-batch MNIST SAM: steps per second of this library's tracked training against a JAX reference loop.
 
-The question (issue 5): how fast does ``samedge_lib.train.run`` train the paper's MNIST MLP with SAM,
+The question: how fast does ``samedge_lib.train.run`` train the paper's MNIST MLP with SAM,
 measuring the sharpness every ``--check-every`` steps, compared with the paper's own JAX code on the same
 card in the same precision mode? The official repository is not part of this project, so the JAX side
-is **a re-implementation of the official loop written from SPEC section 3.0** (not the official code):
+is **a re-implementation of the official loop** (``train`` in ``sam_edge.py`` and ``hessian_norm.py`` of
+https://github.com/google-deepmind/sam_edge, rewritten, not copied):
 a jitted SAM step ``w - eta * grad(w + rho g / (||g|| + 1e-5))``, and at each check the official
 measurement: the gradient, the SAM gradient, the finite-difference power iteration (``eps = 1e-3``,
 denominator ``2 eps + 1e-5``, relative-change rule, at most 100 products) and the two alignments. Its
@@ -46,7 +47,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 SCHEMA = "samedge-sam-speed/1"
-#: Finite-difference step and normalising epsilon of the official estimator (SPEC 3.0).
+#: Finite-difference step and normalising epsilon of the official estimator (``hessian_norm.py``).
 FD_STEP, NORMALIZING_EPS, SAM_EPS = 1e-3, 1e-5, 1e-5
 #: Per preset: MNIST size and model, steps (warm-up excluded), check cadence, verification steps.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -192,7 +193,7 @@ def jax_side(preset: dict[str, Any], precision: str, seed: int, data_dir: str | 
     wall = time.perf_counter() - t0
     return {
         "framework": "jax",
-        "implementation": "JAX re-implementation of the official loop (SPEC 3.0), not the official code",
+        "implementation": "JAX re-implementation of the official sam_edge.py loop, not the official code",
         "jax": jax.__version__,
         "backend": jax.default_backend(),
         "device": str(jax.devices()[0].device_kind),

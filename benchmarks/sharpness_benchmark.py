@@ -6,7 +6,8 @@ One command measures, at one weight point part-way through training of the paper
 2. a converged float64 reference for the top-1 and top-5 eigenvalues (Lanczos, tol 1e-10);
 3. for top-1 and top-5, the cost (products, gradient-evaluation equivalents, wall time) and the relative
    error of the official finite-difference power iteration (several seeds), the PyHessian-style power
-   iteration and the book's default (Lanczos, exact HVP, tol 1e-3, with its residual certificate);
+   iteration, scipy's ``eigsh`` (ARPACK) on the same operator and the book's default (Lanczos, exact HVP,
+   tol 1e-3, with its residual certificate);
 4. cost to accuracy: every top-1 solver with its stopping rule off, its error after every product, and
    what each needs to stay within 1e-3 (the equal-accuracy comparison);
 5. warm starts: 100 more training steps (at the tracked runs' step size and at the pre-training one),
@@ -27,53 +28,51 @@ Usage (from the repository root)::
     python benchmarks/sharpness_benchmark.py --preset paper --device cuda --max-seconds 150
     python benchmarks/sharpness_benchmark.py --preset smoke --out /tmp/b.json   # seconds (tests)
 
-The weights: training from the seeded initialisation with SAM (rho 0.1) for ``pretrain_steps`` steps at
-``pretrain_eta``. The paper's eta = 0.01 would need thousands of full-batch steps to leave the
-initial regime, which no benchmark budget allows, so the pre-training uses a larger step (still below
-2 / lambda_1 at initialisation, measured ~1.9 for the CPU net and ~2.9 for the paper net); the JSON
-records the loss, accuracy and lambda_1 at the point against the initial values, so a reader can check
-that the point is part-way through training (loss well down, not converged).
+The weights: ``samedge_lib.train.run`` trains the task built by ``samedge_lib.tasks.build_task`` with SAM
+(rho 0.1) from the seeded initialisation for ``pretrain_steps`` steps at ``pretrain_eta`` (full batch for
+the image tasks, the run's own minibatches for the Transformer, which is then measured on its fixed
+evaluation batch). The paper's eta = 0.01 would need thousands of full-batch steps to leave the initial
+regime, which no benchmark budget allows, so the pre-training uses a larger step (still below 2 / lambda_1
+at initialisation, measured ~1.9 for the CPU net and ~2.9 for the paper net); the JSON records the loss,
+accuracy and lambda_1 at the point against the initial values, so a reader can check that the point is
+part-way through training (loss well down, not converged). The measuring itself lives in
+``samedge_lib.benchmark_measure``; this script builds the points and composes the sections.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
-import re
-import statistics
 import sys
-import time
+import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.func import functional_call
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from samedge_lib import data as data_mod  # noqa: E402
-from samedge_lib.eigen import EigResult, lanczos, official_power_iteration, pyhessian_power_iteration  # noqa: E402
-from samedge_lib.hessian import GRAD_EVALS_PER_MATVEC, HVP_METHODS, HessianOperator  # noqa: E402
-from samedge_lib.losses import get_loss  # noqa: E402
-from samedge_lib.models import count_parameters, make_model  # noqa: E402
+from samedge_lib import benchmark_measure as bm  # noqa: E402
+from samedge_lib.benchmark_report import stored_targets, summary_lines  # noqa: E402
+from samedge_lib.config import RunConfig  # noqa: E402
+from samedge_lib.eigen import lanczos, official_power_iteration  # noqa: E402
+from samedge_lib.models import count_parameters  # noqa: E402
 from samedge_lib.provenance import collect, device_description, machine_tag  # noqa: E402
+from samedge_lib.tasks import build_task  # noqa: E402
+from samedge_lib.train import resolve_device, run  # noqa: E402
 from samedge_lib.updates import sam_step  # noqa: E402
 
 SCHEMA = "samedge-sharpness-benchmark/2"
-#: The book's default check: Lanczos on exact HVPs at this relative residual tolerance.
-DEFAULT_TOL = 1e-3
-#: Tolerance of the float64 reference.
-REFERENCE_TOL = 1e-10
-#: Accuracy the summary's target line is about.
-TARGET_REL_ERR = 1e-3
 #: Steps between checks in the tracking-overhead estimate.
 CHECK_EVERY = 100
+#: Pre-training counts as diverged once the loss exceeds this multiple of the initial loss.
+DIVERGED_LOSS_FACTOR = 10.0
 
 #: Solver comparison for the CNN and the Transformer (top-1 only, fewer seeds, official and Lanczos traces).
 _SMALL: dict[str, Any] = dict(
@@ -176,810 +175,241 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
-
-# ------------------------------------------------------------------------------------------ timing helpers
-class Clock:
-    """Wall-clock budget of the whole run; sections ask whether their estimated cost still fits."""
-
-    def __init__(self, max_seconds: float) -> None:
-        self.start = time.perf_counter()
-        self.max_seconds = max_seconds
-        self.skipped: dict[str, str] = {}
-
-    def elapsed(self) -> float:
-        """Seconds since the start of the run."""
-        return time.perf_counter() - self.start
-
-    def fits(self, section: str, estimate_s: float) -> bool:
-        """True if ``estimate_s`` more seconds fit in the budget; else record why ``section`` is skipped."""
-        left = self.max_seconds - self.elapsed()
-        if estimate_s <= left:
-            return True
-        self.skipped[section] = (
-            f"skipped by --max-seconds {self.max_seconds:g}: estimated {estimate_s:.1f} s, {max(left, 0):.1f} s left"
-        )
-        print(f"  [skip] {section}: {self.skipped[section]}", flush=True)
-        return False
-
-
-def sync(device: torch.device) -> None:
-    """Wait for queued GPU work so wall-clock times mean what they say."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
-    """``(fn(), seconds)`` with device synchronisation on both ends."""
-    sync(device)
-    t0 = time.perf_counter()
-    out = fn()
-    sync(device)
-    return out, time.perf_counter() - t0
-
-
-def repeat_time(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 1) -> dict[str, Any]:
-    """Median/min/max seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        timed(fn, device)
-    times = [timed(fn, device)[1] for _ in range(repeats)]
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "n": repeats}
-
-
-def spread(values: Sequence[float]) -> dict[str, float]:
-    """Median and range of a list of numbers."""
-    vals = [float(v) for v in values]
-    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
-
-
-# ------------------------------------------------------------------------------------------ problem setup
-class Problem:
-    """A model, a fixed batch and a functional loss; builds gradients, operators and SAM steps."""
-
-    def __init__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_name: str) -> None:
-        self.model = model
-        self.names = [n for n, _ in model.named_parameters()]
-        self.x, self.y = x, y
-        self.loss = get_loss(loss_name)
-        self.loss_name = loss_name
-
-    def loss_fn(self, params: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The batch loss at ``params`` (functional: the model's own parameters are not used)."""
-        out = functional_call(self.model, dict(zip(self.names, params, strict=True)), (self.x,))
-        return self.loss(out, self.y)
-
-    def grad_fn(self, params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``(loss, grads)`` at ``params`` (one forward and one backward pass)."""
-        leaves = [p.detach().requires_grad_(True) for p in params]
-        with torch.enable_grad():
-            loss = self.loss_fn(leaves)
-            grads = torch.autograd.grad(loss, leaves)
-        return loss.detach(), [g.detach() for g in grads]
-
-    def operator(self, params: Sequence[torch.Tensor], method: str) -> HessianOperator:
-        """A fresh Hessian operator at ``params``."""
-        return HessianOperator(self.loss_fn, params, method=method)
-
-    def as_dtype(self, dtype: torch.dtype) -> Problem:
-        """The same problem with the model and the floating-point data cast to ``dtype``."""
-        import copy
-
-        model = copy.deepcopy(self.model).to(dtype=dtype)
-        x = self.x.to(dtype) if self.x.is_floating_point() else self.x
-        y = self.y.to(dtype) if self.y.is_floating_point() else self.y
-        return Problem(model, x, y, self.loss_name)
-
-
-def mnist_problem(spec: dict[str, Any], device: torch.device, seed: int, data_dir: str | None) -> Problem:
-    """The MNIST MLP of ``spec`` on the first ``n_train`` training images (full batch), float32."""
-    ds = data_mod.load_mnist(data_dir=data_dir, n_train=spec["n_train"], n_test=1000)
-    model = make_model("mnist", seed=seed, depth=spec["depth"], width=spec["width"]).to(device)
-    return Problem(model, ds.x_train.to(device), ds.t_train.to(device), "mse_mean")
-
-
-def cnn_problem(spec: dict[str, Any], device: torch.device, seed: int, data_dir: str | None) -> Problem:
-    """The CIFAR-10 CNN on the first ``n_train`` training images (full batch), float32."""
-    ds = data_mod.load_cifar10(data_dir=data_dir, n_train=spec["n_train"], n_test=10)
-    model = make_model("cifar10", seed=seed, feature_multiplier=spec["feature_multiplier"]).to(device)
-    return Problem(model, ds.x_train.to(device), ds.t_train.to(device), "mse_mean")
-
-
-def transformer_problem(spec: dict[str, Any], device: torch.device, seed: int, data_dir: str | None) -> Problem:
-    """The character Transformer on one minibatch of tiny_shakespeare (the batch of step 0)."""
-    text = data_mod.load_tiny_shakespeare(data_dir=data_dir)
-    batcher = data_mod.ChunkBatcher.from_tokens(
-        text.train_tokens, batch_size=spec["batch_size"], seq_len=spec["seq_len"], seed=seed
-    )
-    xb, yb = batcher.batch(0)
-    sizes = {k: spec[k] for k in ("num_layers", "num_heads", "key_size", "d_model", "seq_len")}
-    model = make_model("shakespeare", seed=seed, **sizes).to(device)
-    return Problem(model, xb.to(device), yb.to(device), "cross_entropy")
-
-
-def initial_params(problem: Problem) -> list[torch.Tensor]:
-    """The model's (seeded) initial parameters as detached clones."""
-    return [p.detach().clone() for p in problem.model.parameters()]
-
-
-@torch.no_grad()
-def accuracy(problem: Problem, params: Sequence[torch.Tensor]) -> float:
-    """Training accuracy of an image classifier at ``params``."""
-    out = functional_call(problem.model, dict(zip(problem.names, params, strict=True)), (problem.x,))
-    return float((out.argmax(-1) == problem.y.argmax(-1)).float().mean())
-
-
-class TrainingDivergedError(RuntimeError):
-    """The pre-training loss became non-finite or grew tenfold: the step size is too large."""
-
-
-def train(problem: Problem, params: list[torch.Tensor], steps: int, eta: float, rho: float) -> list[torch.Tensor]:
-    """``steps`` full-batch SAM steps (``samedge_lib.updates.sam_step``) from ``params``."""
-    first: float | None = None
-    for step in range(steps):
-        params, info = sam_step(params, problem.grad_fn, eta, rho)
-        loss = float(info.loss)
-        first = loss if first is None else first
-        if not math.isfinite(loss) or loss > 10 * first:
-            raise TrainingDivergedError(
-                f"SAM at eta {eta:g} diverged at step {step} (loss {loss:.3g}, first {first:.3g})"
-            )
-    return [p.detach() for p in params]
-
-
-def pretrain(
-    problem: Problem, params0: list[torch.Tensor], cfg: dict[str, Any], notes: list[str]
-) -> list[torch.Tensor]:
-    """Pre-train to the benchmark point; on divergence halve ``cfg["pretrain_eta"]`` (at most twice)."""
-    for attempt in range(3):
-        try:
-            return train(problem, params0, cfg["pretrain_steps"], cfg["pretrain_eta"], cfg["rho"])
-        except TrainingDivergedError as exc:
-            if attempt == 2:
-                raise
-            notes.append(f"{exc}; pre-training restarted from the initialisation with eta halved")
-            cfg["pretrain_eta"] /= 2
-    raise AssertionError("unreachable")
-
-
-# ------------------------------------------------------------------------------------------ measurements
-def hvp_timings(problem: Problem, params: list[torch.Tensor], repeats: int, device: torch.device) -> dict[str, Any]:
-    """Gradient time and, per HVP method, the median product time and its ratio to a gradient."""
-    grad = repeat_time(lambda: problem.grad_fn(params), device, repeats)
-    gen = torch.Generator().manual_seed(1234)
-    dim = sum(p.numel() for p in params)
-    vectors = [torch.randn(dim, generator=gen).to(device=device, dtype=params[0].dtype) for _ in range(repeats + 1)]
-    methods: dict[str, Any] = {}
-    for method in HVP_METHODS:
-        op = problem.operator(params, method)
-        build_s = None
-        if method == "exact":  # the one-off graph build a check pays per point (shared with the gradient)
-            _, build_s = timed(op.gradient, device)
-        timed(lambda op=op: op.matvec(vectors[0]), device)  # warm-up (forward-AD decompositions, allocator)
-        times = [timed(lambda op=op, v=v: op.matvec(v), device)[1] for v in vectors[1:]]
-        med = statistics.median(times)
-        methods[method] = {
-            "median_s": med,
-            "min_s": min(times),
-            "max_s": max(times),
-            "ratio_to_gradient": med / grad["median_s"],
-            "nominal_grad_evals": GRAD_EVALS_PER_MATVEC[method],
-            "graph_build_s": build_s,
-            "graph_build_ratio": None if build_s is None else build_s / grad["median_s"],
-        }
-        del op
-    return {"gradient": grad, "methods": methods, "n_params": dim}
-
-
-def rel_errors(estimate: Sequence[float], reference: Sequence[float]) -> list[float]:
-    """``|est_i - ref_i| / |ref_i|`` index by index (both sorted in decreasing order)."""
-    est = sorted((float(e) for e in estimate), reverse=True)
-    ref = sorted((float(r) for r in reference), reverse=True)[: len(est)]
-    return [abs(e - r) / abs(r) for e, r in zip(est, ref, strict=True)]
-
-
-def solve(
-    problem: Problem,
-    params: list[torch.Tensor],
-    solver: str,
-    k: int,
-    seed: int,
-    reference: Sequence[float],
-    device: torch.device,
-    v0: torch.Tensor | None = None,
-) -> tuple[dict[str, Any], EigResult]:
-    """One solver run from a fresh operator (its graph build and gradient included in the cost)."""
-    gen = torch.Generator().manual_seed(seed)
-    method = "finite_difference" if solver == "official" else "exact"
-    op = problem.operator(params, method)
-
-    def run() -> EigResult:
-        if solver in ("official", "official_exact_hvp"):
-            return official_power_iteration(op, k=k, generator=gen)
-        if solver == "pyhessian":
-            return pyhessian_power_iteration(op, k=k, tol=1e-3, max_iter=100, generator=gen)
-        if solver == "lanczos":
-            return lanczos(op, k=k, v0=v0, tol=DEFAULT_TOL, generator=gen)
-        raise ValueError(f"unknown solver {solver!r}")
-
-    res, wall = timed(run, device)
-    errs = rel_errors(res.eigenvalues.tolist(), reference)
-    row: dict[str, Any] = {
-        "seed": seed,
-        "eigenvalues": [float(e) for e in res.eigenvalues],
-        "rel_err": errs,
-        "max_rel_err": max(errs),
-        "n_matvec": int(res.n_matvec),
-        "n_grad_evals": int(op.n_grad_evals),
-        "wall_s": wall,
-        "converged": bool(res.converged),
-        "residuals": [float(r) for r in res.residuals],
-        "warm": v0 is not None,
-    }
-    if res.ritz_residuals is not None:
-        row["ritz_residuals"] = [float(r) for r in res.ritz_residuals]
-    if solver == "lanczos":  # the largest wanted residual estimate after every product (warm-start figure)
-        row["residual_history"] = [[int(h[0]), max(float(x) for x in h[2])] for h in res.history]
-    if solver == "lanczos":  # validate the certificate with true residuals (extra products, not counted)
-        true_res = []
-        for i in range(res.eigenvectors.shape[1]):
-            u = res.eigenvectors[:, i]
-            hu = op.matvec(u).double()
-            theta = float(res.eigenvalues[i])
-            true_res.append(float(torch.linalg.vector_norm(hu - theta * u.double())) / abs(theta))
-        row["true_residuals"] = true_res
-        # |theta - lambda| <= ||r|| for a unit vector (Weyl/Bauer-Fike), i.e. rel. error <= residual.
-        row["certified_rel_err_bound"] = max(true_res)
-    return row, res
-
-
-def summarise_runs(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median and range over seeds of cost and error."""
-    return {key: spread([r[key] for r in rows]) for key in ("n_matvec", "n_grad_evals", "wall_s", "max_rel_err")} | {
-        "all_converged": all(r["converged"] for r in rows)
-    }
-
-
-#: Nominal gradient evaluations per product and per check (graph build + gradient) of each traced solver.
-TRACE_SOLVERS: dict[str, tuple[str, int, int]] = {
-    # name: (HVP method, gradient evaluations per product, once per check)
-    "lanczos": ("exact", 1, 1),
-    "official": ("finite_difference", 2, 0),
-    "official_exact_hvp": ("exact", 1, 1),
-    "pyhessian": ("exact", 1, 1),
+#: The three models: the task, its size keys in a preset, the extra run fields, the test examples measured.
+MODELS: dict[str, dict[str, Any]] = {
+    "mnist": dict(task="mnist", sizes=("depth", "width"), run={}, n_test=1000),
+    "cnn": dict(task="cifar10", sizes=("feature_multiplier",), run={}, n_test=10),
+    "transformer": dict(
+        task="shakespeare",
+        sizes=("num_layers", "num_heads", "key_size", "d_model", "seq_len"),
+        run=dict(loss="cross_entropy", measure_data="fixed"),
+        n_test=None,  # test chunks: one batch
+    ),
 }
 
 
-def official_default_stop(values: Sequence[float], rel_tol: float = 1e-3, abs_tol: float = 1e-3) -> int:
-    """Products after which the official rule (SPEC 5.4) stops, given the norms it saw after each product.
+# ------------------------------------------------------------------------------------------ the points
+@dataclass
+class Bench:
+    """One benchmark run: settings, budget, remarks, the result so far and the MNIST point's state."""
 
-    The rule keeps going while ``|n_t - n_{t-1}| > rel_tol * n_t`` and ``|n_t| > abs_tol``, with the dummy
-    ``n_0 = 1.0``; applied to the norms of a run that ignored it, it says where the default run would
-    have stopped (the trajectory up to there is the same: same start, same products).
+    cfg: dict[str, Any]
+    device: torch.device
+    seed: int
+    data_dir: str | None
+    clock: bm.Clock
+    notes: list[str]
+    runs_root: Path
+    result: dict[str, Any] = field(default_factory=dict)
+    point: bm.Point | None = None
+    first_vectors: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def log(self, msg: str) -> None:
+        """A progress line with the elapsed time."""
+        print(f"[{self.clock.elapsed():7.1f} s] {msg}", flush=True)
+
+
+def run_config(b: Bench, name: str, spec: dict[str, Any], train: dict[str, Any], **extra: Any) -> RunConfig:
+    """The library run that pre-trains model ``name``: SAM for ``pretrain_steps``, checks at both ends."""
+    model = MODELS[name]
+    minibatch = {"batch_size": spec["batch_size"]} if "batch_size" in spec else {}
+    return RunConfig(
+        task=model["task"],
+        eta=train["pretrain_eta"],
+        rho=train["rho"],
+        optimizer="sam",
+        model={k: spec[k] for k in model["sizes"]},
+        n_train=spec.get("n_train"),
+        n_test=model["n_test"] or spec["batch_size"],
+        seed=b.seed,
+        steps=train["pretrain_steps"],
+        measure_every=train["pretrain_steps"],
+        device=b.device.type,
+        **model["run"],
+        **minibatch,
+        **extra,
+    ).validate()
+
+
+def pretrained_point(b: Bench, name: str, spec: dict[str, Any], train: dict[str, Any]) -> tuple[bm.Point, dict]:
+    """Train model ``name`` with ``samedge_lib.train.run`` to the benchmark point; return it and its record.
+
+    Divergence is the run's own rule (``max_loss``, here 10x the initial loss); on divergence the step
+    size is halved (at most twice) and ``train["pretrain_eta"]`` records the one used.
     """
-    last = 1.0
-    for t, cur in enumerate(values, start=1):
-        if not (abs(cur - last) > cur * rel_tol and abs(cur) > abs_tol):
-            return t
-        last = cur
-    return len(values)
-
-
-def products_to_reach(errors: Sequence[float], target: float) -> int | None:
-    """The first product count from which the error stays <= ``target`` to the end of the trace (1-based)."""
-    first = None
-    for i, e in enumerate(errors, start=1):
-        if e <= target:
-            first = i if first is None else first
-        else:
-            first = None
-    return first
-
-
-def convergence_traces(
-    problem: Problem,
-    params: list[torch.Tensor],
-    reference: Sequence[float],
-    cfg: dict[str, Any],
-    device: torch.device,
-    clock: Clock,
-    hvp_s: float,
-    fd_s: float,
-) -> dict[str, Any]:
-    """Cost to accuracy: the top-1 error after every product of each solver, run past its stopping rule.
-
-    Each solver runs with its stopping rule switched off up to a cap of products, from the same seeded
-    starts as the solver section, and its estimate after every product is compared with the float64
-    reference. From the traces: the products each needs before its error stays below 1e-3 (an *oracle*
-    stop that no solver can apply, which favours the power iterations), where the official rule and the
-    default's residual certificate stop, and the errors there.
-    """
-    lam = float(reference[0])
-    out: dict[str, Any] = {"target_rel_err": TARGET_REL_ERR, "caps": dict(cfg["trace_caps"]), "solvers": {}}
-    for solver, (method, per_product, once) in TRACE_SOLVERS.items():
-        if solver not in cfg.get("trace_solvers", TRACE_SOLVERS):
-            continue
-        cap = cfg["trace_caps"]["lanczos" if solver == "lanczos" else "power"]
-        n_seeds = cfg["trace_seeds"] if solver == "official" else 1
-        per_s = fd_s if method == "finite_difference" else hvp_s
-        runs = []
-        for seed in range(n_seeds):
-            if not clock.fits(f"traces/{solver}/seed{seed}", 1.2 * cap * per_s + 2 * per_s):
-                break
-            gen = torch.Generator().manual_seed(seed)
-            op = problem.operator(params, method)
-            if solver == "lanczos":
-                res = lanczos(op, k=1, tol=0.0, max_iter=cap, generator=gen)
-            elif solver == "pyhessian":
-                res = pyhessian_power_iteration(op, k=1, tol=0.0, max_iter=cap, generator=gen)
-            else:
-                res = official_power_iteration(op, k=1, generator=gen, rel_tol=0.0, abs_tol=0.0, max_iter=cap)
-            products = [int(h[0]) for h in res.history]
-            values = [float(h[1][-1] if solver == "pyhessian" else h[1][0]) for h in res.history]
-            errors = [abs(v - lam) / abs(lam) for v in values]
-            run: dict[str, Any] = {
-                "seed": seed,
-                "products": products,
-                "values": values,
-                "rel_err": errors,
-                "grad_evals": [once + per_product * n for n in products],
-                "products_to_target": products_to_reach(errors, TARGET_REL_ERR),
-            }
-            if solver == "lanczos":
-                est = [float(h[2][0]) for h in res.history]
-                run["residual_estimates"] = est
-                stop = next((i for i, r in enumerate(est) if r <= DEFAULT_TOL), None)
-                run["certified_stop"] = (
-                    None
-                    if stop is None
-                    else {
-                        "products": products[stop],
-                        "grad_evals": once + per_product * products[stop],
-                        "rel_err": errors[stop],
-                        "residual_estimate": est[stop],
-                    }
-                )
-            if solver in ("official", "official_exact_hvp"):
-                t = official_default_stop(values)
-                run["default_stop"] = {
-                    "products": t,
-                    "grad_evals": once + per_product * t,
-                    "rel_err": errors[t - 1],
-                }
-            runs.append(run)
-        if runs:
-            reached = [r["products_to_target"] for r in runs]
-            out["solvers"][solver] = {
-                "hvp_method": method,
-                "grad_evals_per_product": per_product,
-                "grad_evals_per_check": once,
-                "cap_products": cap,
-                "runs": runs,
-                "reached_target_all_seeds": all(x is not None for x in reached),
-            }
-    return out
-
-
-def equal_accuracy(traces: dict[str, Any], hvp_s: float, fd_s: float, grad_s: float) -> dict[str, Any] | None:
-    """Cost of the official estimator to reach the target (oracle stop) over the default's certified cost.
-
-    Gradient evaluations are nominal (a finite-difference product is 2, an exact product 1, plus 1 per
-    check for the graph); the time ratio uses the measured product times. When the official iteration
-    never stays below the target within its cap, the ratio is a lower bound (``lower_bound`` True).
-    """
-    sv = traces.get("solvers", {})
-    if "lanczos" not in sv or "official" not in sv:
-        return None
-    stops = [r["certified_stop"] for r in sv["lanczos"]["runs"] if r.get("certified_stop")]
-    if not stops:
-        return None
-    ours_evals = statistics.median(s["grad_evals"] for s in stops)
-    ours_products = statistics.median(s["products"] for s in stops)
-    cap = sv["official"]["cap_products"]
-    needed = [r["products_to_target"] for r in sv["official"]["runs"]]
-    lower = any(n is None for n in needed)
-    official_products = statistics.median(cap if n is None else n for n in needed)
-    official_evals = 2 * official_products
-    return {
-        "target_rel_err": TARGET_REL_ERR,
-        "default_products": ours_products,
-        "default_grad_evals": ours_evals,
-        "default_rel_err_at_stop": max(s["rel_err"] for s in stops),
-        "official_products_to_target": official_products,
-        "official_grad_evals_to_target": official_evals,
-        "lower_bound": lower,
-        "grad_eval_ratio": official_evals / ours_evals,
-        "time_ratio": (official_products * fd_s) / (ours_products * hvp_s + grad_s),
-        "official_default_stop_rel_err": statistics.median(
-            r["default_stop"]["rel_err"] for r in sv["official"]["runs"]
-        ),
-        "official_default_stop_grad_evals": statistics.median(
-            r["default_stop"]["grad_evals"] for r in sv["official"]["runs"]
-        ),
+    for attempt in range(3):
+        task = build_task(run_config(b, name, spec, train), b.device, torch.float32, b.data_dir)
+        max_loss = DIVERGED_LOSS_FACTOR * float(task.loss(task.params, task.batch_at(0)).detach())
+        res = run(
+            run_config(b, name, spec, train, max_loss=max_loss), root=b.runs_root, data_dir=b.data_dir, progress=False
+        )
+        if res.status["state"] == "finished":
+            break
+        if attempt == 2:
+            raise RuntimeError(f"{name}: pre-training diverged three times: {res.status.get('reason')}")
+        b.notes.append(f"{name}: {res.status.get('reason')}; pre-training restarted with eta halved")
+        train["pretrain_eta"] /= 2
+    state = torch.load(res.path / "checkpoint.pt", map_location=b.device, weights_only=True)
+    task64 = build_task(res.config, b.device, torch.float64, b.data_dir)
+    pick = (lambda t: t.fixed_batch) if task.fixed_batch is not None else (lambda t: t.batch_at(0))
+    point = bm.Point(task, pick(task), [p.to(b.device) for p in state["params"]], task64, pick(task64))
+    first, last = res.measurements.iloc[0], res.measurements.iloc[-1]
+    timings = res.provenance["timings"]
+    record = {
+        "pretrain_steps": train["pretrain_steps"],
+        "eta": train["pretrain_eta"],
+        "rho": train["rho"],
+        "seconds": timings["wall_seconds"] - timings["measure_seconds"],
+        "loss_init": float(first["loss"]),
+        "loss": float(last["loss"]),
+        "lambda1_init": float(first["lambda_1"]),
     }
+    if "accuracy" in res.measurements:
+        record |= {"train_accuracy_init": float(first["accuracy"]), "train_accuracy": float(last["accuracy"])}
+    return point, record
 
 
-def reference_spectrum(
-    problem64: Problem, params: list[torch.Tensor], k: int, device: torch.device
-) -> tuple[dict[str, Any], EigResult]:
-    """Converged float64 reference: Lanczos on exact HVPs of the float64 model, tol 1e-10, true residuals."""
-    p64 = [p.double() for p in params]
-    op = problem64.operator(p64, "exact")
-    res, wall = timed(
-        lambda: lanczos(op, k=k, tol=REFERENCE_TOL, generator=torch.Generator().manual_seed(777), true_residuals=True),
-        device,
-    )
-    return {
-        "eigenvalues": [float(e) for e in res.eigenvalues],
-        "true_residuals": [float(r) for r in res.residuals],
-        "n_matvec": int(res.n_matvec),
-        "wall_s": wall,
-        "converged": bool(res.converged),
-        "dtype": "float64",
-        "method": f"lanczos k={k} tol={REFERENCE_TOL:g} on exact HVPs, float64 model, data, weights",
-    }, res
+def advance(point: bm.Point, params: list[torch.Tensor], steps: int, eta: float, rho: float) -> list[torch.Tensor]:
+    """``steps`` more full-batch SAM steps from ``params`` on the point's batch (the warm-start gap)."""
+    grad_fn = point.grad_fn()
+    for _ in range(steps):
+        params, _ = sam_step(params, grad_fn, eta, rho)
+    return [p.detach() for p in params]
 
 
-def product_bias(
-    problem: Problem, params: list[torch.Tensor], vectors: torch.Tensor, eigenvalues: Sequence[float]
-) -> dict[str, Any]:
-    """Bias of one product at the reference eigenvectors, for the official and the exact HVP (float32).
-
-    For a reference eigenpair ``(lambda, u)``, an unbiased product gives ``u . Hu = ||Hu|| = lambda``.
-    The relative deviations of the Rayleigh quotient and of the norm (the quantity the official power
-    iteration reports) isolate the error of the *product* from that of the solver.
-    """
-    out: dict[str, Any] = {}
-    for method in ("finite_difference", "exact"):
-        op = problem.operator(params, method)
-        rows = []
-        for i, lam in enumerate(eigenvalues):
-            u64 = vectors[:, i].double()
-            u64 = u64 / torch.linalg.vector_norm(u64)
-            hu = op.matvec(u64.to(params[0].dtype)).double()
-            rows.append(
-                {
-                    "index": i + 1,
-                    "rayleigh_rel": (float(u64 @ hu) - lam) / abs(lam),
-                    "norm_rel": (float(torch.linalg.vector_norm(hu)) - abs(lam)) / abs(lam),
-                }
-            )
-        out[method] = rows
-    return out
-
-
-def _proc_status_kib(field: str) -> int | None:
-    """A ``/proc/self/status`` field in KiB (Linux), or None where it does not exist."""
-    try:
-        m = re.search(rf"^{field}:\s+(\d+)\s+kB", Path("/proc/self/status").read_text(), re.MULTILINE)
-    except OSError:
-        return None
-    return int(m.group(1)) if m else None
-
-
-def _reset_peak_rss() -> bool:
-    """Trim the heap and reset the kernel's peak-RSS mark, so that the next peak is the next operation's.
-
-    glibc ``malloc_trim`` returns freed heap memory to the OS; writing 5 to ``/proc/self/clear_refs``
-    (Linux >= 4.0) resets VmHWM to the current RSS.
-    """
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
+# ------------------------------------------------------------------------------------------ the sections
+def mnist_point(b: Bench) -> bool:
+    """1. The benchmark point of the MNIST MLP."""
+    spec = b.cfg["mnist"]
+    b.log(f"MNIST: pre-training {b.cfg['pretrain_steps']} SAM steps, eta {b.cfg['pretrain_eta']}, rho {b.cfg['rho']}")
+    b.point, record = pretrained_point(b, "mnist", spec, b.cfg)
+    b.result["mnist"] = {
+        "setting": {
+            "model": f"MLP depth {spec['depth']} width {spec['width']}",
+            "n_params": count_parameters(b.point.task.model),
+            "n_train": b.point.batch.size,
+            "loss": "mse_mean",
+            "dtype": "float32",
+        },
+        "point": {"how": "samedge_lib.train.run: SAM from the seeded initialisation, full batch"} | record,
+    }
     return True
 
 
-def saved_tensor_mib(fn: Callable[[], Any]) -> float:
-    """MiB of distinct tensors autograd saves for backward while ``fn`` runs (device independent).
-
-    A gradient saves the activations of one forward pass; an exact-HVP check saves those of the
-    forward pass and of the differentiable backward pass (``create_graph=True``), which it holds for the
-    whole check. Tensors are counted once per storage.
-    """
-    seen: dict[tuple[int, int], int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        try:
-            key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-            seen[key] = key[1]
-        except (RuntimeError, NotImplementedError):
-            pass
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values()) / 2**20
+def hvp_timing(b: Bench) -> bool:
+    """2. Gradient and HVP-method times."""
+    b.log("HVP timings")
+    b.result["mnist"]["hvp_timing"] = bm.hvp_timings(b.point, b.cfg["repeats"], b.device)
+    return True
 
 
-def memory_section(problem: Problem, params: list[torch.Tensor], device: torch.device) -> dict[str, Any]:
-    """Peak memory of a gradient, of the default exact-HVP check and of the official check."""
-    out: dict[str, Any] = {}
-
-    def grad() -> Any:
-        return problem.grad_fn(params)
-
-    def check() -> Any:
-        return lanczos(
-            problem.operator(params, "exact"),
-            k=1,
-            tol=DEFAULT_TOL,
-            generator=torch.Generator().manual_seed(0),
-        )
-
-    def official() -> Any:
-        op = problem.operator(params, "finite_difference")
-        return official_power_iteration(op, k=1, generator=torch.Generator().manual_seed(0))
-
-    ops = (("gradient", grad), ("check", check), ("official_check", official))
-    if device.type == "cuda":
-        out["how"] = "torch.cuda.max_memory_allocated during the operation minus memory_allocated before it (MiB)"
-        for name, fn in ops:
-            torch.cuda.empty_cache()
-            sync(device)
-            base = torch.cuda.memory_allocated(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            fn()
-            sync(device)
-            out[f"{name}_mib"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    else:
-        out["how"] = (
-            "CPU: increase of the process's peak resident set size (Linux VmHWM, reset before each operation "
-            "via /proc/self/clear_refs after glibc malloc_trim) over the RSS before it (MiB). Memory the "
-            "allocator kept from earlier work can be reused without raising RSS, so these are lower bounds; "
-            "see saved_tensor_mib for a device-independent count"
-        )
-        for name, fn in ops:
-            if not _reset_peak_rss():
-                out["how"] = "peak RSS unavailable (no /proc/self/clear_refs)"
-                out[f"{name}_mib"] = None
-                continue
-            before = _proc_status_kib("VmRSS") or 0
-            fn()
-            peak = _proc_status_kib("VmHWM") or 0
-            out[f"{name}_mib"] = max(peak - before, 0) / 1024
-    # The official check's products are plain gradients: it saves what a gradient saves.
-    out["saved_tensor_mib"] = {name: saved_tensor_mib(fn) for name, fn in ops[:2]}
-    out["saved_tensor_how"] = (
-        "MiB of distinct storages autograd saved for backward during the operation (gradient; default check)"
-    )
-    out["param_mib"] = sum(p.numel() * p.element_size() for p in params) / 2**20
-    g, c = out.get("gradient_mib"), out.get("check_mib")
-    out["check_over_gradient"] = c / g if g and c is not None else None
-    st = out["saved_tensor_mib"]
-    out["saved_check_over_gradient"] = st["check"] / st["gradient"] if st["gradient"] > 0 else None
-    return out
-
-
-def set_tf32(enabled: bool) -> None:
-    """Switch TF32 for matmuls and cuDNN convolutions."""
-    torch.backends.cuda.matmul.allow_tf32 = enabled
-    torch.backends.cudnn.allow_tf32 = enabled
-
-
-def tf32_section(
-    problem: Problem, params: list[torch.Tensor], cfg: dict[str, Any], device: torch.device, reference: float
-) -> dict[str, Any]:
-    """SAM steps/s and lambda_1 (exact Lanczos, tol 1e-6) in strict float32 and with TF32, same weights."""
-    out: dict[str, Any] = {}
-    eta, rho = cfg["pretrain_eta"], cfg["rho"]
-    for mode, flag in (("strict_fp32", False), ("tf32", True)):
-        set_tf32(flag)
-        t = repeat_time(lambda: sam_step(params, problem.grad_fn, eta, rho), device, cfg["tf32_steps"], warmup=2)
-        op = problem.operator(params, "exact")
-        res = lanczos(op, k=1, tol=1e-6, generator=torch.Generator().manual_seed(0))
-        fd_op = problem.operator(params, "finite_difference")
-        off = official_power_iteration(fd_op, k=1, generator=torch.Generator().manual_seed(0))
-        out[mode] = {
-            "sam_step_s": t["median_s"],
-            "sam_steps_per_s": 1.0 / t["median_s"],
-            "lambda1_lanczos": float(res.eigenvalues[0]),
-            "lambda1_rel_err_vs_fp64": abs(float(res.eigenvalues[0]) - reference) / abs(reference),
-            "official_lambda1_seed0": float(off.eigenvalues[0]),
-            "official_rel_err_vs_fp64": abs(float(off.eigenvalues[0]) - reference) / abs(reference),
-        }
-    set_tf32(False)
-    a, b = out["strict_fp32"]["lambda1_lanczos"], out["tf32"]["lambda1_lanczos"]
-    out["lambda1_rel_diff_tf32_vs_strict"] = abs(b - a) / abs(a)
-    out["speedup_tf32"] = out["tf32"]["sam_steps_per_s"] / out["strict_fp32"]["sam_steps_per_s"]
-    return out
-
-
-# ------------------------------------------------------------------------------------------ the run
-def pick_device(arg: str) -> torch.device:
-    """``auto``: CUDA when available, else CPU."""
-    if arg == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if arg == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but torch.cuda.is_available() is False; use --device cpu")
-    if arg not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda, got {arg!r}")
-    return torch.device(arg)
-
-
-def spectrum_sections(
-    out: dict[str, Any],
-    prob: Problem,
-    params: list[torch.Tensor],
-    spec: dict[str, Any],
-    device: torch.device,
-    clock: Clock,
-    log: Callable[[str], None],
-    prefix: str,
-) -> dict[int, torch.Tensor]:
+def spectrum(b: Bench, out: dict[str, Any], point: bm.Point, spec: dict[str, Any], prefix: str) -> None:
     """Reference spectrum, product bias, solvers with their own rules and cost to accuracy, into ``out``.
 
     ``out`` must already hold ``hvp_timing``. ``spec``: ``ks`` (eigenvalue counts to compare, e.g.
     ``(1, 5)``), ``ref_k`` (size of the float64 reference), ``seeds`` (per solver, one count per ``k``),
-    ``trace_caps``, ``trace_seeds`` and optionally ``trace_solvers``. Returns the first Lanczos run's
-    eigenvectors per ``k`` (the warm-start section starts from them).
+    ``trace_caps``, ``trace_seeds`` and optionally ``trace_solvers``. The first Lanczos run's eigenvectors
+    per ``k`` go to ``b.first_vectors`` for the MNIST point (the warm-start section starts from them).
     """
     timing = out["hvp_timing"]
-    tg = timing["gradient"]["median_s"]
     hvp_s = timing["methods"]["exact"]["median_s"]
     fd_s = timing["methods"]["finite_difference"]["median_s"]
-    first_vectors: dict[int, torch.Tensor] = {}
-    prob64 = prob.as_dtype(torch.float64)
-    if not clock.fits(f"{prefix}reference", 150 * hvp_s * 3):
-        return first_vectors
-    log(f"{prefix}float64 reference (top-{spec['ref_k']}, tol 1e-10)")
-    ref, ref_res = reference_spectrum(prob64, params, spec["ref_k"], device)
+    if not b.clock.fits(f"{prefix}reference", 150 * hvp_s * 3):
+        return
+    b.log(f"{prefix}float64 reference (top-{spec['ref_k']}, tol 1e-10)")
+    ref, ref_res = bm.reference_spectrum(point, spec["ref_k"], b.device)
     out["reference"] = ref
-    out["product_bias"] = product_bias(prob, params, ref_res.eigenvectors, ref["eigenvalues"])
-    ref_vals = ref["eigenvalues"]
+    out["product_bias"] = bm.product_bias(point, ref_res.eigenvectors, ref["eigenvalues"])
     # Sanity check for the official estimator (largest magnitude): the most negative eigenvalue, roughly.
-    op_sa = prob64.operator([p.double() for p in params], "exact")
-    sa = lanczos(op_sa, k=1, which="SA", tol=1e-3, max_iter=40, generator=torch.Generator().manual_seed(5))
+    sa = lanczos(point.operator64(), k=1, which="SA", tol=1e-3, max_iter=40, generator=torch.Generator().manual_seed(5))
     ref["lambda_min_estimate"] = float(sa.eigenvalues[0])
     ref["lambda_min_note"] = "Lanczos SA, <= 40 steps, tol 1e-3 (rough); |lambda_min| < lambda_1 means LM = LA"
 
     out["solvers"] = {}
     for idx, k in enumerate(spec["ks"]):
-        key = f"top{k}"
-        block: dict[str, Any] = {}
+        key, block = f"top{k}", {}
         out["solvers"][key] = block
+        seeds = spec["seeds"]
         plan = [
-            ("lanczos", spec["seeds"]["lanczos"][idx], 40 * k * hvp_s),
-            ("pyhessian", spec["seeds"]["pyhessian"][idx], 100 * k * hvp_s),
-            ("official", spec["seeds"]["official"][idx], 100 * k * fd_s),
+            ("lanczos", seeds["lanczos"][idx], 40 * k * hvp_s),
+            ("pyhessian", seeds["pyhessian"][idx], 100 * k * hvp_s),
+            ("official", seeds["official"][idx], 100 * k * fd_s),
+            *([("official_exact_hvp", 1, 100 * hvp_s)] if k == 1 else []),
+            ("eigsh", seeds["lanczos"][idx], 60 * k * hvp_s),
         ]
-        if k == 1:
-            plan.append(("official_exact_hvp", 1, 100 * hvp_s))
         for solver, n_seeds, worst in plan:
             rows = []
             for seed in range(n_seeds):
                 # always at least one run when it fits; further seeds only while there is time
-                if not clock.fits(f"{prefix}{key}/{solver}/seed{seed}", worst if seed == 0 else worst * 0.5):
+                if not b.clock.fits(f"{prefix}{key}/{solver}/seed{seed}", worst if seed == 0 else worst * 0.5):
                     break
-                row, res = solve(prob, params, solver, k, seed, ref_vals[:k], device)
+                row, res = bm.solve(point, solver, k, seed, ref["eigenvalues"][:k], b.device)
                 rows.append(row)
-                if solver == "lanczos" and seed == 0:
-                    first_vectors[k] = res.eigenvectors.detach().clone()
+                if solver == "lanczos" and seed == 0 and point is b.point:
+                    b.first_vectors[k] = res.eigenvectors.detach().clone()
             if rows:
-                block[solver] = {"runs": rows, "summary": summarise_runs(rows)}
+                block[solver] = {"runs": rows, "summary": bm.summarise_runs(rows)}
                 sm = block[solver]["summary"]
-                log(
+                b.log(
                     f"{prefix}{key} {solver:18s} HVPs {sm['n_matvec']['median']:6.0f}  grad-evals "
                     f"{sm['n_grad_evals']['median']:6.0f}  rel.err {sm['max_rel_err']['median']:.2e}"
                 )
 
     if "top1" in out["solvers"]:
-        log(f"{prefix}convergence traces (top-1, stopping rules off)")
-        out["traces"] = convergence_traces(prob, params, ref_vals, spec, device, clock, hvp_s, fd_s)
-        eq = equal_accuracy(out["traces"], hvp_s, fd_s, tg)
+        b.log(f"{prefix}convergence traces (top-1, stopping rules off)")
+        out["traces"] = bm.convergence_traces(point, ref["eigenvalues"], spec, b.clock, hvp_s, fd_s)
+        eq = bm.equal_accuracy(out["traces"], hvp_s, fd_s, timing["gradient"]["median_s"])
         if eq is not None:
             out["equal_accuracy"] = eq
             bound = ">=" if eq["lower_bound"] else "="
-            log(
-                f"{prefix}to rel. err <= {TARGET_REL_ERR:g}: official {bound} "
+            b.log(
+                f"{prefix}to rel. err <= {bm.TARGET_REL_ERR:g}: official {bound} "
                 f"{eq['official_grad_evals_to_target']:.0f} grad-evals,"
                 f" default {eq['default_grad_evals']:.0f} (ratio {bound} {eq['grad_eval_ratio']:.1f})"
             )
-    return first_vectors
 
 
-def benchmark(
-    cfg: dict[str, Any], device: torch.device, seed: int, data_dir: str | None, clock: Clock, notes: list[str]
-) -> dict[str, Any]:
-    """Run every section that fits in the budget; return the JSON-ready result (``notes`` gets remarks)."""
-    result: dict[str, Any] = {}
-    log = lambda msg: print(f"[{clock.elapsed():7.1f} s] {msg}", flush=True)  # noqa: E731
-
-    # ---- 1. the benchmark point
-    log("MNIST: loading data and model")
-    prob = mnist_problem(cfg["mnist"], device, seed, data_dir)
-    params0 = initial_params(prob)
-    loss0 = float(prob.loss_fn(params0))
-    acc0 = accuracy(prob, params0)
-    log(f"pre-training: {cfg['pretrain_steps']} SAM steps, eta {cfg['pretrain_eta']}, rho {cfg['rho']}")
-    params, pre_s = timed(lambda: pretrain(prob, params0, cfg, notes), device)
-    mn: dict[str, Any] = {
-        "setting": {
-            "model": f"MLP depth {cfg['mnist']['depth']} width {cfg['mnist']['width']}",
-            "n_params": count_parameters(prob.model),
-            "n_train": int(prob.x.shape[0]),
-            "loss": "mse_mean",
-            "dtype": "float32",
-        },
-        "point": {
-            "how": "SAM (samedge_lib.updates.sam_step) from the seeded initialisation, full batch",
-            "pretrain_steps": cfg["pretrain_steps"],
-            "eta": cfg["pretrain_eta"],
-            "rho": cfg["rho"],
-            "seconds": pre_s,
-            "loss_init": loss0,
-            "loss": float(prob.loss_fn(params)),
-            "train_accuracy_init": acc0,
-            "train_accuracy": accuracy(prob, params),
-        },
-    }
-    result["mnist"] = mn
-
-    # ---- 2. HVP timings
-    log("HVP timings")
-    mn["hvp_timing"] = hvp_timings(prob, params, cfg["repeats"], device)
-    tg = mn["hvp_timing"]["gradient"]["median_s"]
-    hvp_s = mn["hvp_timing"]["methods"]["exact"]["median_s"]
-
-    # ---- 3.-5. reference, solvers with their own rules, cost to accuracy
-    spec = {
-        "ks": (1, 5),
-        "ref_k": 5,
-        "seeds": {
-            "lanczos": cfg["lanczos_seeds"],
-            "pyhessian": cfg["pyhessian_seeds"],
-            "official": cfg["official_seeds"],
-        },
-        "trace_caps": cfg["trace_caps"],
-        "trace_seeds": cfg["trace_seeds"],
-    }
-    first_vectors = spectrum_sections(mn, prob, params, spec, device, clock, log, "")
+def mnist_spectrum(b: Bench) -> bool:
+    """3.-5. Reference, solvers with their own rules, cost to accuracy; stop here without a reference."""
+    cfg, mn = b.cfg, b.result["mnist"]
+    seeds = {s: cfg[f"{s}_seeds"] for s in ("lanczos", "pyhessian", "official")}
+    spec = dict(ks=(1, 5), ref_k=5, seeds=seeds, trace_caps=cfg["trace_caps"], trace_seeds=cfg["trace_seeds"])
+    spectrum(b, mn, b.point, spec, "")
     if "reference" not in mn:
-        return result
-    ref_vals = mn["reference"]["eigenvalues"]
-    lam1 = ref_vals[0]
-    prob64 = prob.as_dtype(torch.float64)
-    mn["point"]["lambda1"] = lam1
+        return False
+    mn["point"]["lambda1"] = mn["reference"]["eigenvalues"][0]
     mn["point"]["two_over_eta"] = 2 / cfg["pretrain_eta"]
+    return True
 
-    # ---- 6. warm starts: 100 more steps at the tracked runs' step size and at the pre-training one
-    log("SAM step time")
-    sam_t = repeat_time(
-        lambda: sam_step(params, prob.grad_fn, cfg["pretrain_eta"], cfg["rho"]),
-        device,
-        cfg["repeats"],
-        warmup=1,
-    )
-    cases = {"track_eta": cfg["track_eta"], "pretrain_eta": cfg["pretrain_eta"]}
-    warm_all: dict[str, Any] = {}
-    for case, eta in cases.items():
-        if 1 not in first_vectors or not clock.fits(
-            f"warm_start/{case}", 2 * cfg["warm_steps"] * tg + 200 * hvp_s * 3 + 60 * hvp_s
-        ):
+
+def warm_start(b: Bench) -> bool:
+    """6. Warm starts: more steps at the tracked runs' step size and at the pre-training one, then Lanczos."""
+    cfg, mn, point = b.cfg, b.result["mnist"], b.point
+    tg, hvp_s = mn["hvp_timing"]["gradient"]["median_s"], mn["hvp_timing"]["methods"]["exact"]["median_s"]
+    lam1 = mn["reference"]["eigenvalues"][0]
+    cases: dict[str, Any] = {}
+    for case, eta in (("track_eta", cfg["track_eta"]), ("pretrain_eta", cfg["pretrain_eta"])):
+        estimate = 2 * cfg["warm_steps"] * tg + 200 * hvp_s * 3 + 60 * hvp_s
+        if 1 not in b.first_vectors or not b.clock.fits(f"warm_start/{case}", estimate):
             continue
-        log(f"warm start ({case}): {cfg['warm_steps']} more SAM steps at eta {eta:g}, fresh reference")
-        params_b = train(prob, params, cfg["warm_steps"], eta, cfg["rho"])
-        ref_b, _ = reference_spectrum(prob64, params_b, 5, device)
+        b.log(f"warm start ({case}): {cfg['warm_steps']} more SAM steps at eta {eta:g}, fresh reference")
+        params_b = advance(point, point.params, cfg["warm_steps"], eta, cfg["rho"])
+        ref_b, _ = bm.reference_spectrum(point, 5, b.device, params_b)
+        lam_b = ref_b["eigenvalues"]
         warm: dict[str, Any] = {
             "eta": eta,
             "steps_between": cfg["warm_steps"],
             "reference": ref_b,
-            "loss": float(prob.loss_fn(params_b)),
-            "lambda1_change": (ref_b["eigenvalues"][0] - lam1) / lam1,
+            "loss": point.loss(params_b),
+            "lambda1_change": (lam_b[0] - lam1) / lam1,
         }
         for k, idx in ((1, 0), (5, 1)):
-            if k not in first_vectors:
+            if k not in b.first_vectors:
                 continue
-            cold = [
-                solve(prob, params_b, "lanczos", k, 100 + s, ref_b["eigenvalues"][:k], device)[0]
-                for s in range(cfg["lanczos_seeds"][idx])
-            ]
-            hot, _ = solve(prob, params_b, "lanczos", k, 0, ref_b["eigenvalues"][:k], device, v0=first_vectors[k])
-            cold_sum = summarise_runs(cold)
+            n_cold = cfg["lanczos_seeds"][idx]
+            cold = [bm.solve(point, "lanczos", k, 100 + s, lam_b[:k], b.device, params_b)[0] for s in range(n_cold)]
+            hot, _ = bm.solve(point, "lanczos", k, 0, lam_b[:k], b.device, params_b, v0=b.first_vectors[k])
+            cold_sum = bm.summarise_runs(cold)
             warm[f"top{k}"] = {
                 "cold": {"runs": cold, "summary": cold_sum},
                 "warm": hot,
@@ -987,16 +417,26 @@ def benchmark(
                 "start_rayleigh_rel_err": None,
             }
             if k == 1:  # how good the previous vector is by itself: its Rayleigh quotient at the new point
-                u_prev = first_vectors[1][:, 0].double()
-                hu = prob.operator(params_b, "exact").matvec(u_prev.to(params_b[0].dtype)).double()
+                u_prev = b.first_vectors[1][:, 0].double()
+                hu = point.operator("exact", params_b).matvec(u_prev.to(params_b[0].dtype)).double()
                 rq = float(u_prev @ hu) / float(u_prev @ u_prev)
-                warm["top1"]["start_rayleigh_rel_err"] = abs(rq - ref_b["eigenvalues"][0]) / ref_b["eigenvalues"][0]
-            log(f"warm top{k} ({case}): {hot['n_matvec']} HVPs vs cold {cold_sum['n_matvec']['median']:.0f}")
-        warm_all[case] = warm
-    if warm_all:
-        mn["warm_start"] = {"cases": warm_all}
+                warm["top1"]["start_rayleigh_rel_err"] = abs(rq - lam_b[0]) / lam_b[0]
+            b.log(f"warm top{k} ({case}): {hot['n_matvec']} HVPs vs cold {cold_sum['n_matvec']['median']:.0f}")
+        cases[case] = warm
+    if cases:
+        mn["warm_start"] = {"cases": cases}
+    return True
 
-    # ---- 7. tracking overhead of a check every CHECK_EVERY steps: cold check, warm check (tracked eta), official
+
+def overhead(b: Bench) -> bool:
+    """7. The share of time a check every ``CHECK_EVERY`` SAM steps takes: cold, warm (tracked eta), official."""
+    cfg, mn, point = b.cfg, b.result["mnist"], b.point
+    b.log("SAM step time")
+    grad_fn = point.grad_fn()
+    sam_t = bm.repeat_time(
+        lambda: sam_step(point.params, grad_fn, cfg["pretrain_eta"], cfg["rho"]), b.device, cfg["repeats"]
+    )
+    tg = mn["hvp_timing"]["gradient"]["median_s"]
     over: dict[str, Any] = {
         "check_every": CHECK_EVERY,
         "sam_step": sam_t,
@@ -1007,9 +447,9 @@ def benchmark(
         blk = mn["solvers"].get("top1", {}).get(solver)
         if blk is not None:
             checks[solver] = (blk["summary"]["wall_s"]["median"], blk["summary"]["n_grad_evals"]["median"])
-    hot_track = warm_all.get("track_eta", {}).get("top1", {}).get("warm")
-    if hot_track is not None:
-        checks["lanczos_warm"] = (hot_track["wall_s"], hot_track["n_grad_evals"])
+    hot = mn.get("warm_start", {}).get("cases", {}).get("track_eta", {}).get("top1", {}).get("warm")
+    if hot is not None:
+        checks["lanczos_warm"] = (hot["wall_s"], hot["n_grad_evals"])
     for name, (check_s, evals) in checks.items():
         over[name] = {
             "check_s": check_s,
@@ -1017,43 +457,75 @@ def benchmark(
             "share_in_grad_evals": evals / (2 * CHECK_EVERY + evals),
         }
     mn["overhead"] = over
+    return True
 
-    # ---- 8. memory
-    if clock.fits("memory", 4 * (2 * tg + 30 * hvp_s + 200 * tg)):
-        log("peak memory")
-        mn["memory"] = memory_section(prob, params, device)
 
-    # ---- 9. TF32 (CUDA only)
-    if device.type == "cuda":
-        if clock.fits("tf32", 2 * (cfg["tf32_steps"] + 2) * 2 * tg + 2 * 60 * hvp_s + 2 * 200 * tg):
-            log("TF32 versus strict float32")
-            mn["tf32"] = tf32_section(prob, params, cfg, device, lam1)
-    else:
-        clock.skipped["tf32"] = "CUDA only (TF32 does not exist on CPUs)"
+def memory(b: Bench) -> bool:
+    """8. Peak memory of a gradient and of the two checks."""
+    tg = b.result["mnist"]["hvp_timing"]["gradient"]["median_s"]
+    hvp_s = b.result["mnist"]["hvp_timing"]["methods"]["exact"]["median_s"]
+    if b.clock.fits("memory", 4 * (2 * tg + 30 * hvp_s + 200 * tg)):
+        b.log("peak memory")
+        b.result["mnist"]["memory"] = bm.memory_section(b.point, b.device)
+    return True
 
-    # ---- 10. CNN and Transformer at smaller scale: a pre-trained point, HVP timings, solvers, traces
-    for name, builder in (("cnn", cnn_problem), ("transformer", transformer_problem)):
-        mcfg = cfg[name]
-        if not clock.fits(name, 10.0 if device.type == "cuda" else 30.0):
-            continue
-        p = builder(mcfg, device, seed, data_dir)
-        p0 = initial_params(p)
-        sub: dict[str, Any] = {"setting": dict(mcfg) | {"n_params": count_parameters(p.model)}}
-        result[name] = sub
-        log(f"{name}: {mcfg['pretrain_steps']} SAM steps at eta {mcfg['pretrain_eta']} on its fixed batch")
-        loss0 = float(p.loss_fn(p0))
-        pp, pre_s = timed(lambda p=p, p0=p0, mcfg=mcfg: pretrain(p, p0, mcfg, notes), device)
-        sub["point"] = {
-            "how": "SAM (rho 0.1) from the seeded initialisation on the benchmark's fixed batch",
-            "pretrain_steps": mcfg["pretrain_steps"],
-            "eta": mcfg["pretrain_eta"],
-            "rho": mcfg["rho"],
-            "seconds": pre_s,
-            "loss_init": loss0,
-            "loss": float(p.loss_fn(pp)),
+
+def set_tf32(enabled: bool) -> None:
+    """Switch TF32 for matmuls and cuDNN convolutions."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+def tf32(b: Bench) -> bool:
+    """9. CUDA only: SAM steps/s and lambda_1 (exact Lanczos, tol 1e-6) in strict float32 and with TF32."""
+    if b.device.type != "cuda":
+        b.clock.skipped["tf32"] = "CUDA only (TF32 does not exist on CPUs)"
+        return True
+    cfg, mn, point = b.cfg, b.result["mnist"], b.point
+    tg, hvp_s = mn["hvp_timing"]["gradient"]["median_s"], mn["hvp_timing"]["methods"]["exact"]["median_s"]
+    if not b.clock.fits("tf32", 2 * (cfg["tf32_steps"] + 2) * 2 * tg + 2 * 60 * hvp_s + 2 * 200 * tg):
+        return True
+    b.log("TF32 versus strict float32")
+    reference, grad_fn, out = mn["reference"]["eigenvalues"][0], point.grad_fn(), {}
+    for mode, flag in (("strict_fp32", False), ("tf32", True)):
+        set_tf32(flag)
+        t = bm.repeat_time(
+            lambda: sam_step(point.params, grad_fn, cfg["pretrain_eta"], cfg["rho"]), b.device, cfg["tf32_steps"], 2
+        )
+        lam = float(lanczos(point.operator(), k=1, tol=1e-6, generator=torch.Generator().manual_seed(0)).eigenvalues[0])
+        off = official_power_iteration(point.operator("finite_difference"), generator=torch.Generator().manual_seed(0))
+        out[mode] = {
+            "sam_step_s": t["median_s"],
+            "sam_steps_per_s": 1.0 / t["median_s"],
+            "lambda1_lanczos": lam,
+            "lambda1_rel_err_vs_fp64": abs(lam - reference) / abs(reference),
+            "official_lambda1_seed0": float(off.eigenvalues[0]),
+            "official_rel_err_vs_fp64": abs(float(off.eigenvalues[0]) - reference) / abs(reference),
         }
-        log(f"{name}: HVP timings")
-        sub["hvp_timing"] = hvp_timings(p, pp, cfg["repeats"], device)
+    set_tf32(False)
+    a, c = out["strict_fp32"]["lambda1_lanczos"], out["tf32"]["lambda1_lanczos"]
+    out["lambda1_rel_diff_tf32_vs_strict"] = abs(c - a) / abs(a)
+    out["speedup_tf32"] = out["tf32"]["sam_steps_per_s"] / out["strict_fp32"]["sam_steps_per_s"]
+    mn["tf32"] = out
+    return True
+
+
+def other_models(b: Bench) -> bool:
+    """10. The CNN and the Transformer at smaller scale: a pre-trained point, HVP timings, solvers, traces."""
+    for name, how in (
+        ("cnn", "samedge_lib.train.run: SAM from the seeded initialisation, full batch"),
+        ("transformer", "samedge_lib.train.run: SAM on the run's minibatches, measured on its fixed batch"),
+    ):
+        mcfg = b.cfg[name]
+        if not b.clock.fits(name, 10.0 if b.device.type == "cuda" else 30.0):
+            continue
+        b.log(f"{name}: {mcfg['pretrain_steps']} SAM steps at eta {mcfg['pretrain_eta']}")
+        point, record = pretrained_point(b, name, mcfg, mcfg)
+        sub: dict[str, Any] = {"setting": dict(mcfg) | {"n_params": count_parameters(point.task.model)}}
+        sub["point"] = {"how": how} | record
+        b.result[name] = sub
+        b.log(f"{name}: HVP timings")
+        sub["hvp_timing"] = bm.hvp_timings(point, b.cfg["repeats"], b.device)
         spec = {
             "ks": (1,),
             "ref_k": 2,
@@ -1062,164 +534,41 @@ def benchmark(
             "trace_seeds": mcfg["trace_seeds"],
             "trace_solvers": ("lanczos", "official"),
         }
-        spectrum_sections(sub, p, pp, spec, device, clock, log, f"{name}: ")
+        spectrum(b, sub, point, spec, f"{name}: ")
         if "reference" in sub:
             sub["point"]["lambda1"] = sub["reference"]["eigenvalues"][0]
-        del p, p0, pp
-    return result
+    return True
 
 
-def targets(result: dict[str, Any]) -> dict[str, Any]:
-    """The headline numbers, computed from the measurements (absent when a section was skipped)."""
-    out: dict[str, Any] = {}
-    mn = result.get("mnist", {})
-    top1 = mn.get("solvers", {}).get("top1", {})
-    if "lanczos" in top1 and "official" in top1:
-        lz, off = top1["lanczos"]["summary"], top1["official"]["summary"]
-        out["default_max_rel_err"] = lz["max_rel_err"]["max"]
-        out["default_reaches_target"] = lz["max_rel_err"]["max"] <= TARGET_REL_ERR
-        out["official_median_rel_err"] = off["max_rel_err"]["median"]
-        out["grad_eval_ratio_official_over_default"] = off["n_grad_evals"]["median"] / lz["n_grad_evals"]["median"]
-        out["wall_ratio_official_over_default"] = off["wall_s"]["median"] / lz["wall_s"]["median"]
-    eq = mn.get("equal_accuracy")
-    if eq:
-        out["equal_accuracy_grad_eval_ratio"] = eq["grad_eval_ratio"]
-        out["equal_accuracy_time_ratio"] = eq["time_ratio"]
-        out["equal_accuracy_lower_bound"] = eq["lower_bound"]
-        out["equal_accuracy_meets_3x"] = eq["grad_eval_ratio"] >= 3
-    for name in ("cnn", "transformer"):
-        eq_m = result.get(name, {}).get("equal_accuracy")
-        if eq_m:
-            out[f"{name}_equal_accuracy_grad_eval_ratio"] = eq_m["grad_eval_ratio"]
-            out[f"{name}_equal_accuracy_lower_bound"] = eq_m["lower_bound"]
-    for case, warm in mn.get("warm_start", {}).get("cases", {}).items():
-        for key in ("top1", "top5"):
-            if key in warm:
-                out[f"warm_percent_of_cold_{key}_{case}"] = 100 * warm[key]["warm_over_cold_matvec"]
-    ov = mn.get("overhead", {})
-    for name in ("lanczos", "lanczos_warm", "official"):
-        if name in ov:
-            out[f"overhead_percent_{name}"] = 100 * ov[name]["share_of_wall_time"]
-    return out
+#: The benchmark, in order; a section returning False ends it (no reference: nothing to compare against).
+SECTIONS: tuple[Callable[[Bench], bool], ...] = (
+    mnist_point,
+    hvp_timing,
+    mnist_spectrum,
+    warm_start,
+    overhead,
+    memory,
+    tf32,
+    other_models,
+)
 
 
-def summary_lines(result: dict[str, Any]) -> list[str]:
-    """The human summary table (also stored in the JSON)."""
-    lines: list[str] = []
-    mn = result.get("mnist", {})
-    if "hvp_timing" in mn:
-        ht = mn["hvp_timing"]
-        lines.append(f"gradient: {1e3 * ht['gradient']['median_s']:.1f} ms (median); HVP time / gradient time:")
-        for m, d in ht["methods"].items():
-            extra = f"  (+ graph build {d['graph_build_ratio']:.2f}x once per point)" if d["graph_build_ratio"] else ""
-            lines.append(f"  {m:22s} {d['ratio_to_gradient']:5.2f}x{extra}")
-    if "reference" in mn:
-        ref = mn["reference"]["eigenvalues"]
-        lines.append("float64 reference top-5: " + ", ".join(f"{v:.6g}" for v in ref))
-    pb = mn.get("product_bias")
-    if pb:
-        fd = ", ".join(f"{r['rayleigh_rel']:+.1e}" for r in pb["finite_difference"])
-        ex = max(abs(r["rayleigh_rel"]) for r in pb["exact"])
-        lines.append(f"one product at reference eigenvectors u_1..u_5, (u.Hu - lambda)/lambda: finite difference {fd};")
-        lines.append(f"  exact HVP (float32) at most {ex:.1e}")
-    for key in ("top1", "top5"):
-        blk = mn.get("solvers", {}).get(key)
-        if not blk:
-            continue
-        lines.append(f"{key}: solver               HVPs      grad-evals  wall [s]  max rel. error (median [min, max])")
-        for solver, d in blk.items():
-            s = d["summary"]
-            e = s["max_rel_err"]
-            lines.append(
-                f"  {solver:20s} {s['n_matvec']['median']:6.0f} {s['n_grad_evals']['median']:12.0f} "
-                f"{s['wall_s']['median']:9.3f}  {e['median']:.2e} [{e['min']:.2e}, {e['max']:.2e}]"
-            )
-        lz = blk.get("lanczos")
-        if lz:
-            cert = max(max(r["true_residuals"]) for r in lz["runs"])
-            lines.append(f"  default certificate: max true relative residual {cert:.1e} (bounds the rel. error)")
-    eq = mn.get("equal_accuracy")
-    if eq:
-        bound = ">=" if eq["lower_bound"] else "="
-        lines.append(
-            f"to stay within rel. error {TARGET_REL_ERR:g}: official needs {bound} "
-            f"{eq['official_grad_evals_to_target']:.0f}"
-            f" gradient evaluations (oracle stop), the default {eq['default_grad_evals']:.0f} (certified stop):"
-            f" ratio {bound} {eq['grad_eval_ratio']:.1f} (time ratio {bound} {eq['time_ratio']:.1f})"
-        )
-        lines.append(
-            f"  the official rule itself stops after {eq['official_default_stop_grad_evals']:.0f} gradient evaluations"
-            f" at rel. error {eq['official_default_stop_rel_err']:.1e}"
-        )
-    ov = mn.get("overhead", {})
-    for name, label in (("lanczos", "default, cold"), ("lanczos_warm", "default, warm"), ("official", "official")):
-        if name in ov:
-            lines.append(
-                f"overhead of a check every {CHECK_EVERY} SAM steps ({label}): "
-                f"{100 * ov[name]['share_of_wall_time']:.2f}% of wall time"
-            )
-    mem = mn.get("memory")
-    if mem:
-        lines.append(
-            f"peak memory: gradient {mem['gradient_mib']:.0f} MiB, "
-            f"exact-HVP check {mem['check_mib']:.0f} MiB, "
-            f"official check {mem['official_check_mib']:.0f} MiB"
-        )
-    tf = mn.get("tf32")
-    if tf:
-        lines.append(
-            f"SAM steps/s: strict fp32 {tf['strict_fp32']['sam_steps_per_s']:.1f}, "
-            f"TF32 {tf['tf32']['sam_steps_per_s']:.1f}; "
-            f"lambda_1 TF32 vs strict: rel. diff {tf['lambda1_rel_diff_tf32_vs_strict']:.1e}"
-        )
-    for name in ("cnn", "transformer"):
-        if name in result:
-            sub = result[name]
-            ht = sub["hvp_timing"]
-            ratios = ", ".join(f"{m} {d['ratio_to_gradient']:.2f}x" for m, d in ht["methods"].items())
-            lines.append(f"{name}: gradient {1e3 * ht['gradient']['median_s']:.1f} ms; {ratios}")
-            top1 = sub.get("solvers", {}).get("top1", {})
-            if "reference" in sub and top1:
-                cells = ", ".join(
-                    f"{solver} {d['summary']['n_grad_evals']['median']:.0f} grad-evals "
-                    f"(rel. err {d['summary']['max_rel_err']['median']:.1e})"
-                    for solver, d in top1.items()
-                )
-                lines.append(f"  lambda_1 {sub['reference']['eigenvalues'][0]:.6g}; {cells}")
-            eq = sub.get("equal_accuracy")
-            if eq:
-                bound = ">=" if eq["lower_bound"] else "="
-                lines.append(
-                    f"  to stay within {TARGET_REL_ERR:g}: official {bound} {eq['official_grad_evals_to_target']:.0f}, "
-                    f"default {eq['default_grad_evals']:.0f} gradient evaluations "
-                    f"(ratio {bound} {eq['grad_eval_ratio']:.1f})"
-                )
-    t = result.get("targets", {})
-    if "grad_eval_ratio_official_over_default" in t:
-        verb = "reaches" if t["default_reaches_target"] else "does NOT reach"
-        lines.append(
-            f"default {verb} rel. error <= {TARGET_REL_ERR:g} (worst seed {t['default_max_rel_err']:.1e}) "
-            f"with {t['grad_eval_ratio_official_over_default']:.1f} times fewer gradient evaluations "
-            "than official "
-            f"(whose median rel. error is {t['official_median_rel_err']:.1e})"
-        )
-    for warm in mn.get("warm_start", {}).get("cases", {}).values():
-        for key in ("top1", "top5"):
-            if key in warm:
-                lines.append(
-                    f"warm start after {warm['steps_between']} steps at eta {warm['eta']:g}: "
-                    f"{100 * warm[key]['warm_over_cold_matvec']:.0f}% of a cold start's HVPs ({key})"
-                )
-    return lines
+def benchmark(b: Bench) -> dict[str, Any]:
+    """Run every section that fits in the budget; return the measured sections (``b.notes`` gets remarks)."""
+    for section in SECTIONS:
+        if not section(b):
+            break
+    return b.result
 
 
-def load_note() -> str:
+# ------------------------------------------------------------------------------------------ command line
+def load_note(when: str = "start") -> str:
     """The 1-minute load average against the core count (other processes distort CPU timings)."""
     try:
         la = os.getloadavg()[0]
     except OSError:
         return "load average unavailable"
-    return f"1-min load average {la:.2f} on {os.cpu_count()} cores at the start"
+    return f"1-min load average {la:.2f} on {os.cpu_count()} cores at the {when}"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -1228,7 +577,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when available")
     ap.add_argument("--out", default=None, help="JSON path (default results/benchmark/<machine-tag>.json)")
     ap.add_argument("--out-dir", default=None, help="write <out-dir>/<machine-tag>.json instead")
     ap.add_argument("--max-seconds", type=float, default=None, help="time guard (default: the preset's)")
@@ -1247,6 +596,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda was asked for but torch.cuda.is_available() is False; use --device cpu")
     return args
 
 
@@ -1255,14 +606,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     cfg = json.loads(json.dumps(PRESETS[args.preset]))  # deep copy (tuples become lists)
     if args.pretrain_steps is not None:
         cfg["pretrain_steps"] = args.pretrain_steps
     if args.n_train is not None:
         cfg["mnist"]["n_train"] = args.n_train
     max_seconds = args.max_seconds if args.max_seconds is not None else cfg["max_seconds"]
-    clock = Clock(max_seconds)
+    clock = bm.Clock(max_seconds)
     set_tf32(False)  # strict float32 everywhere except the TF32 section
     torch.manual_seed(args.seed)
     notes = [load_note(), *args.note]
@@ -1276,7 +627,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"sharpness benchmark, preset {args.preset}, {device_description(device)}, budget {max_seconds:g} s",
         flush=True,
     )
-    result = benchmark(cfg, device, args.seed, args.data_dir, clock, notes)
+    with tempfile.TemporaryDirectory(prefix="samedge-benchmark-runs-") as runs_root:
+        b = Bench(cfg, device, args.seed, args.data_dir, clock, notes, Path(runs_root))
+        measured = benchmark(b)
     result = {
         "schema": SCHEMA,
         "machine_tag": machine_tag(device),
@@ -1288,21 +641,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         | {
             "seed": args.seed,
             "max_seconds": max_seconds,
-            "default_solver": f"lanczos, exact HVP (double backward re-using one graph), tol {DEFAULT_TOL:g}",
+            "default_solver": f"lanczos, exact HVP (double backward re-using one graph), tol {bm.DEFAULT_TOL:g}",
             "official_solver": (
                 "official_power_iteration on finite_difference HVPs (eps 1e-3, denominator 2 eps + 1e-5)"
             ),
             "pyhessian_solver": "pyhessian_power_iteration on exact HVPs, tol 1e-3, max_iter 100",
-            "reference": f"lanczos in float64, tol {REFERENCE_TOL:g}",
+            "eigsh_solver": f"scipy.sparse.linalg.eigsh (ARPACK) on exact HVPs, tol {bm.DEFAULT_TOL:g}",
+            "reference": f"lanczos in float64, tol {bm.REFERENCE_TOL:g}",
             "check_every": CHECK_EVERY,
             "torch_threads": torch.get_num_threads(),
             "platform": platform.platform(),
         },
         "provenance": provenance,
-        "notes": notes + [load_note().replace("at the start", "at the end")],
-        **result,
+        "notes": [*notes, load_note("end")],
+        **measured,
     }
-    result["targets"] = targets(result)
+    result["targets"] = stored_targets(result)
     result["skipped"] = clock.skipped
     result["elapsed_s"] = clock.elapsed()
     result["summary_lines"] = summary_lines(result)

@@ -25,6 +25,7 @@ from .style import COLORS, OKABE_ITO
 #: One colour per solver, the same in every benchmark figure.
 SOLVER_COLORS = {
     "lanczos": COLORS["lambda1"],
+    "eigsh": OKABE_ITO["skyblue"],
     "pyhessian": OKABE_ITO["orange"],
     "official": COLORS["official"],
     "official_exact_hvp": OKABE_ITO["purple"],

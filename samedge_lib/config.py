@@ -10,7 +10,8 @@ Presets (:func:`preset_config`):
 * ``smoke`` -- seconds; used by the tests.
 * ``cpu`` -- the book on two CPU cores: small models and data subsets chosen so that, within a
   few minutes, GD's sharpness reaches ``2/eta`` and SAM's reaches and then tracks the SAM-edge.
-* ``paper`` -- the official code's settings (SPEC section 3), for a GPU.
+* ``paper`` -- the official code's settings (``image_classification.py`` and ``transformer.py`` of
+  https://github.com/google-deepmind/sam_edge), for a GPU.
 """
 
 from __future__ import annotations
@@ -22,16 +23,23 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-TASKS = ("mnist", "cifar10", "shakespeare")
+from .hessian import HVP_METHODS
+from .losses import LOSSES as _LOSS_FUNCTIONS
+from .models import MODEL_FOR_TASK
+
+# Allowed values. Those the library defines elsewhere are taken from their one home (the tasks from the
+# models, the losses from losses.LOSSES, the HVP methods from hessian.HVP_METHODS); the rest are the
+# configuration's own. tests/test_allowed_values.py checks that each allowed value works.
+TASKS: tuple[str, ...] = tuple(MODEL_FOR_TASK)
+LOSSES: tuple[str, ...] = tuple(_LOSS_FUNCTIONS)
 OPTIMIZERS = ("gd", "sam", "usam")
-LOSSES = ("mse_mean", "mse_half_sum", "cross_entropy")
-HVP_METHODS = ("exact", "exact_fresh", "forward_over_reverse", "finite_difference")
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "cuda")
 MEASURE_DATA = ("batch", "fixed", "both")
 PRESETS = ("smoke", "cpu", "paper")
 
-#: Model keyword arguments each task's model accepts (see :mod:`samedge_lib.models`).
+#: The model sizes a configuration may set, per task: a subset of what the task's model constructor in
+#: :mod:`samedge_lib.models` accepts (seeds, input and output sizes are not the configuration's to change).
 MODEL_KEYS = {
     "mnist": ("depth", "width"),
     "cifar10": ("num_blocks", "layers_per_block", "feature_multiplier"),
@@ -202,8 +210,8 @@ class RunConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# Presets. The `paper` values are the official code's defaults (SPEC sections 3.1-3.3); where the
-# paper's value is UNVERIFIED (CIFAR eta/rho, measurement cadence) the choice is documented here and
+# Presets. The `paper` values are the official code's defaults (image_classification.py, transformer.py);
+# where the paper's value is UNVERIFIED (CIFAR eta/rho, measurement cadence) the choice is documented here and
 # in the book, and every field can be overridden.
 # --------------------------------------------------------------------------------------------
 

@@ -6,14 +6,17 @@ Every solver takes any operator with ``.matvec``, ``.dim``, ``.dtype``, ``.devic
 
 * :func:`lanczos` -- the book's measurement: top-``k`` eigenpairs (largest *algebraic* by default)
   by Lanczos with full reorthogonalisation, a residual-based stop and warm starts.
-* :func:`official_power_iteration` -- the paper's estimator, reproduced exactly (SPEC 3.0, 5.4).
-  It estimates the largest *magnitude* ``||H||_op``, not the largest signed eigenvalue.
+* :func:`official_power_iteration` -- the paper's estimator, reproduced exactly (the official code's
+  ``hessian_norm.py``, https://github.com/google-deepmind/sam_edge). It estimates the largest
+  *magnitude* ``||H||_op``, not the largest signed eigenvalue. Its stopping rule lives in one place,
+  :func:`official_rule_stops`, which :func:`official_stop` also replays on a recorded trace.
 * :func:`pyhessian_power_iteration` -- PyHessian-style deflated power iteration (benchmarks).
-* :func:`eigsh_reference` -- scipy's ARPACK in float64 (a converged reference).
+* :func:`eigsh_reference` -- scipy's ARPACK in float64 (a converged reference, or a solver to compare).
+* :func:`relative_residuals` -- ``||H u - theta u|| / |theta|`` of given pairs (the certificate of a Ritz pair).
 
-Numerics (TOOLCHAIN, "Sharpness estimation"): the Lanczos basis, dot products and norms are kept
-in float64 while the products ``H v`` are computed in the operator's dtype. Float32 norms over
-~1M entries are off by ~5e-6, which is where float32-only solvers plateau.
+Numerics: the Lanczos basis, dot products and norms are kept in float64 while the products ``H v``
+are computed in the operator's dtype. A float32 norm of ~1M entries is off by a relative ~5e-6
+(accumulated rounding), which is where float32-only solvers plateau.
 """
 
 from __future__ import annotations
@@ -105,6 +108,22 @@ def _randn(dim: int, generator: torch.Generator | None, dtype: torch.dtype, devi
 
 def _norm64(x: torch.Tensor) -> float:
     return torch.linalg.vector_norm(x.double()).item()
+
+
+def relative_residuals(op: SymmetricOperator, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor) -> torch.Tensor:
+    """``||H u_i - theta_i u_i|| / |theta_i|`` for the columns ``u_i`` of ``eigenvectors`` (``k`` products).
+
+    For a unit vector ``u`` and its Rayleigh quotient ``theta``, some eigenvalue lies within
+    ``||H u - theta u||`` of ``theta`` (Weyl / Bauer-Fike), so the relative residual bounds the relative
+    error of ``theta``: the certificate of a Ritz pair. Products in ``op.dtype``, the rest in float64.
+    """
+    vals = eigenvalues.to(torch.float64)
+    out = torch.zeros(vals.shape[0], dtype=torch.float64)
+    for i in range(vals.shape[0]):
+        u = eigenvectors[:, i].to(device=op.device, dtype=torch.float64)
+        hu = op.matvec(u.to(op.dtype)).to(torch.float64)
+        out[i] = _norm64(hu - vals[i].item() * u) / max(abs(vals[i].item()), torch.finfo(torch.float64).tiny)
+    return out
 
 
 # ---------------------------------------------------------------------------- Lanczos
@@ -305,14 +324,8 @@ def lanczos(
     vals = theta[idx].clone()
     vecs64 = Q.T @ S[:, idx].to(Q.device)
     vecs64 = vecs64 / torch.linalg.vector_norm(vecs64, dim=0)
-    denom = vals.abs().clamp(min=torch.finfo(torch.float64).tiny)
-    vals_dev = vals.to(Q.device)
-    ritz_rel = ritz_abs / denom
-    residuals = ritz_rel.clone()
-    if true_residuals:
-        for i in range(k):
-            hu = op.matvec(vecs64[:, i].to(op.dtype)).to(torch.float64)
-            residuals[i] = _norm64(hu - vals_dev[i] * vecs64[:, i]) / denom[i]
+    ritz_rel = ritz_abs / vals.abs().clamp(min=torch.finfo(torch.float64).tiny)
+    residuals = relative_residuals(op, vals, vecs64) if true_residuals else ritz_rel.clone()
     return EigResult(
         eigenvalues=vals.cpu(),
         eigenvectors=vecs64.to(op.dtype),
@@ -344,6 +357,36 @@ def _official_orthonormal_basis(vectors: list[torch.Tensor]) -> list[torch.Tenso
     return vs
 
 
+def official_rule_stops(
+    current: float | torch.Tensor, last: float | torch.Tensor, rel_tol: float = 1e-3, abs_tol: float = 1e-3
+) -> bool:
+    """The official power iteration's stopping rule (``hessian_norm.py``): True when it stops here.
+
+    It keeps going while ``|n_t - n_{t-1}| > rel_tol * |n_t|`` and ``|n_t| > abs_tol``; for top-k the
+    ``n`` are vectors of norms and ``|.|`` is their 2-norm. Before the first product ``n_0`` is a dummy
+    1.0 (a vector of ones for top-k).
+    """
+    cur = torch.as_tensor(current, dtype=torch.float64)
+    size = torch.linalg.vector_norm(cur).item()
+    change = torch.linalg.vector_norm(cur - torch.as_tensor(last, dtype=torch.float64)).item()
+    return not (change > size * rel_tol and size > abs_tol)
+
+
+def official_stop(norms: list[float], rel_tol: float = 1e-3, abs_tol: float = 1e-3) -> int:
+    """Products after which :func:`official_power_iteration` (k = 1) stops, given the norms after each product.
+
+    Replays :func:`official_rule_stops` on the trace of a run that ignored it (``rel_tol = abs_tol = 0``):
+    from the same start the products are the same, so this is where the official run would have stopped.
+    A trace on which the rule is never met gives its full length.
+    """
+    last = 1.0
+    for t, cur in enumerate(norms, start=1):
+        if official_rule_stops(cur, last, rel_tol, abs_tol):
+            return t
+        last = cur
+    return len(norms)
+
+
 def official_power_iteration(
     op: SymmetricOperator,
     k: int = 1,
@@ -355,17 +398,17 @@ def official_power_iteration(
     """The paper's sharpness estimator (``hessian_norm.CurvatureEstimator``), reproduced exactly.
 
     ``k = 1`` (``curvature_and_direction``): start from a standard normal vector normalised with
-    ``/(||v|| + 1e-5)``; iterate ``p = H v``, ``n = ||p||``, ``v = p / n``; keep going while
-    ``|n_new - n_old| > rel_tol * n_new`` and ``|n_new| > abs_tol`` and fewer than ``max_iter``
-    products were taken, with the dummy ``n_old = 1.0`` before the first product (so at least
-    one and at most ``max_iter`` products). It returns ``v_T . (H v_{T-1}) = ||H v_{T-1}|| >= 0``:
+    ``/(||v|| + 1e-5)``; iterate ``p = H v``, ``n = ||p||``, ``v = p / n``; keep going until
+    :func:`official_rule_stops` (``|n_new - n_old| <= rel_tol * n_new`` or ``|n_new| <= abs_tol``, with
+    the dummy ``n_old = 1.0`` before the first product) or ``max_iter`` products were taken (so at
+    least one and at most ``max_iter`` products). It returns ``v_T . (H v_{T-1}) = ||H v_{T-1}|| >= 0``:
     the largest eigenvalue **magnitude**, not the largest signed eigenvalue, and ``v_T``.
 
     ``k > 1`` (``hessian_top_eigenvalues``): block power iteration on ``k`` vectors (random, then
     orthonormalised); each sweep takes ``H v_i`` for all ``i``, records the norms, and
     orthonormalises the products by the official Gram-Schmidt (re-normalising with ``+1e-5``
-    after every projection). The same rule runs on the vector of norms (2-norms of the vector
-    and of its change; the dummy is a vector of ones). Reported eigenvalues are the norms sorted
+    after every projection). :func:`official_rule_stops` runs on the vector of norms (2-norms of the
+    vector and of its change; the dummy is a vector of ones). Reported eigenvalues are the norms sorted
     in decreasing order (the code assumes the top eigenvalues are positive); the vectors are the
     orthonormalised products of the last sweep in the same order.
 
@@ -387,15 +430,11 @@ def official_power_iteration(
 
     if k == 1:
         v = _official_normalize(_randn(dim, generator, op.dtype, op.device))
-        last_norm: float | None = None
-        current_norm = 1.0
+        last_norm = current_norm = 1.0  # the official dummy before the first product
         t = 0
         prev_v, product = v, v
         history: list[tuple[int, list[float], list[float]]] = []
-        while (
-            last_norm is None
-            or (abs(current_norm - last_norm) > current_norm * rel_tol and abs(current_norm) > abs_tol)
-        ) and t < max_iter:
+        while t == 0 or (t < max_iter and not official_rule_stops(current_norm, last_norm, rel_tol, abs_tol)):
             last_norm = current_norm
             prev_v = v
             product = op.matvec(v)
@@ -403,7 +442,7 @@ def official_power_iteration(
             v = product / current_norm if current_norm > 0 else product
             t += 1
             history.append((t, [current_norm], [math.nan]))
-        stopped_by_rule = not (abs(current_norm - last_norm) > current_norm * rel_tol and abs(current_norm) > abs_tol)
+        stopped_by_rule = official_rule_stops(current_norm, last_norm, rel_tol, abs_tol)
         n = current_norm
         sign = 1.0 if torch.dot(prev_v.double(), product.double()).item() >= 0 else -1.0
         res = _norm64(product.double() - sign * n * prev_v.double()) / n if n > 0 else 0.0
@@ -421,17 +460,12 @@ def official_power_iteration(
     comps = _official_orthonormal_basis(
         [_official_normalize(_randn(dim, generator, op.dtype, op.device)) for _ in range(k)]
     )
-    last_norms: torch.Tensor | None = None
-    current_norms = torch.ones(k, dtype=torch.float64)
+    last_norms = current_norms = torch.ones(k, dtype=torch.float64)  # the official dummy
     t = 0
     prev_comps, products = comps, comps
     block_history: list[tuple[int, list[float], list[float]]] = []
 
-    def keep_going(cur: torch.Tensor, last: torch.Tensor) -> bool:
-        size = torch.linalg.vector_norm(cur).item()
-        return torch.linalg.vector_norm(cur - last).item() > size * rel_tol and size > abs_tol
-
-    while (last_norms is None or keep_going(current_norms, last_norms)) and t < max_iter:
+    while t == 0 or (t < max_iter and not official_rule_stops(current_norms, last_norms, rel_tol, abs_tol)):
         last_norms = current_norms
         prev_comps = comps
         products = [op.matvec(c) for c in comps]
@@ -439,8 +473,7 @@ def official_power_iteration(
         comps = _official_orthonormal_basis(products)
         t += 1
         block_history.append((t * k, sorted(current_norms.tolist(), reverse=True), [math.nan] * k))
-    assert last_norms is not None
-    stopped_by_rule = not keep_going(current_norms, last_norms)
+    stopped_by_rule = official_rule_stops(current_norms, last_norms, rel_tol, abs_tol)
     order = torch.argsort(-current_norms)
     res = torch.zeros(k, dtype=torch.float64)
     for i in range(k):
@@ -537,12 +570,16 @@ def eigsh_reference(
     which: str = "LA",
     tol: float = 0.0,
     generator: torch.Generator | None = None,
+    true_residuals: bool = True,
 ) -> EigResult:
-    """Converged reference eigenpairs from scipy's ARPACK (``eigsh``) in float64.
+    """Eigenpairs from scipy's ARPACK (``eigsh``, implicitly restarted Lanczos) in float64.
 
     Products are computed in ``op.dtype`` and converted to float64. ARPACK needs ``k < dim``.
-    ``tol = 0`` asks ARPACK for machine precision. ``residuals`` are true residuals (``k`` extra
-    products). The ordering follows :func:`lanczos`.
+    ``tol = 0`` asks ARPACK for machine precision (a converged reference); a positive ``tol`` is its
+    relative Ritz-residual stop, the same criterion as :func:`lanczos`'s ``tol``, so the two can be
+    compared at equal accuracy. ``residuals`` are true residuals (``k`` extra products, counted in
+    ``n_matvec``) when ``true_residuals``, else NaN (ARPACK does not return its estimates). ``n_iter``
+    is the number of products ARPACK itself took. The ordering follows :func:`lanczos`.
     """
     import numpy as np
     from scipy.sparse.linalg import LinearOperator, eigsh
@@ -568,16 +605,14 @@ def eigsh_reference(
     order = _select(theta, k, which)
     theta = theta[order]
     U = torch.from_numpy(vecs)[:, order].to(op.device)
-    res = torch.zeros(k, dtype=torch.float64)
-    for i in range(k):
-        hu = op.matvec(U[:, i].to(op.dtype)).to(torch.float64)
-        res[i] = _norm64(hu - theta[i] * U[:, i]) / max(abs(theta[i].item()), 1e-300)
+    n_arpack = op.n_matvec - start_matvec
+    res = relative_residuals(op, theta, U) if true_residuals else torch.full((k,), math.nan, dtype=torch.float64)
     return EigResult(
         eigenvalues=theta,
         eigenvectors=U.to(op.dtype),
         residuals=res,
         n_matvec=op.n_matvec - start_matvec,
-        n_iter=op.n_matvec - start_matvec - k,
+        n_iter=n_arpack,
         converged=True,
         method=f"eigsh-{which}",
     )

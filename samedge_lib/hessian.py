@@ -10,17 +10,20 @@ HVP methods (``HVP_METHODS``):
 
 ``"exact"``
     Double backward through a gradient built **once** with ``create_graph=True`` and reused for
-    every vector (``retain_graph=True``). The fastest exact method on CPU (TOOLCHAIN: 1.5-1.8x a
-    gradient per product, plus one gradient to build the graph per point; it holds about 4-5
-    gradients' worth of memory while the operator lives). The same graph also yields
+    every vector (``retain_graph=True``). The fastest exact method on CPU (about 1.5-2x a gradient
+    per product, plus one gradient to build the graph per point, in ``results/benchmark/``; it holds
+    several gradients' worth of memory while the operator lives). The same graph also yields
     :meth:`HessianOperator.gradient`, so ``g`` costs nothing extra.
 ``"exact_fresh"``
     Plain double backward that rebuilds the gradient graph for every vector (2.6-2.8x a gradient
     on CPU); kept for benchmarks.
 ``"forward_over_reverse"``
-    ``torch.func.jvp`` of ``torch.func.grad`` (3.1-3.4x on CPU, may be faster on GPUs).
+    ``torch.func.jvp`` of ``torch.func.grad`` (3-4x a gradient on CPU, may be faster on GPUs). Not of
+    ``torch.func.jacrev``: in torch 2.13 that route gets the mixed second derivatives of a LayerNorm
+    block wrong (``tests/test_hessian.py`` checks the route on the CNN's LayerNorm).
 ``"finite_difference"``
-    The **official estimator** of the paper's code (SPEC 3.0, 5.3): for a unit vector ``u``,
+    The **official estimator** (``hessian_norm.py`` of the official code, https://github.com/google-deepmind/sam_edge):
+    for a unit vector ``u``,
     ``(grad(w + eps u) - grad(w - eps u)) / (2 eps + 1e-5)`` with ``eps = 1e-3``. The denominator
     ``0.00201`` scales every product by ``0.995025`` (a systematic -0.5 %), reproduced on
     purpose. It is biased on ReLU networks (a ``+-eps`` step flips activation patterns), and in

@@ -1,4 +1,4 @@
-"""The losses of the paper's experiments (SPEC 3.1-3.3, 5.7).
+"""The losses of the paper's experiments (official ``image_classification.py`` and ``transformer.py``).
 
 * :func:`squared_error_mean` -- the official image loss ``optax.squared_error(logits, onehot).mean()``: the
   mean over **examples and classes** of ``(f - y)^2``, with no 1/2. It fixes the Hessian scale the paper's
@@ -124,13 +124,6 @@ LOSSES: dict[str, LossFn] = {
     "cross_entropy": token_cross_entropy,
 }
 
-#: The official loss of each task of the paper.
-DEFAULT_LOSS_FOR_TASK: dict[str, str] = {
-    "mnist": "mse_mean",
-    "cifar10": "mse_mean",
-    "shakespeare": "cross_entropy",
-}
-
 
 def get_loss(name: str) -> LossFn:
     """The loss called ``name`` in :data:`LOSSES`; an unknown name raises :class:`ValueError` listing them."""
@@ -140,7 +133,6 @@ def get_loss(name: str) -> LossFn:
 
 
 __all__ = [
-    "DEFAULT_LOSS_FOR_TASK",
     "LOSSES",
     "LossFn",
     "get_loss",

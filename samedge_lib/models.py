@@ -1,4 +1,7 @@
-"""The three networks of the paper's experiments, with the official initialisers (SPEC 3.1-3.3, 5.8-5.11).
+"""The three networks of the paper's experiments, with the official initialisers.
+
+The official code (https://github.com/google-deepmind/sam_edge) defines the MLP and the CNN in
+``image_classification.py`` and the Transformer in ``transformer_model.py`` (after the Haiku example).
 
 * :class:`MLP` -- MNIST: Flatten 784 -> [Dense 1000 -> ReLU] x 3 -> Dense 10, JAX ``glorot_normal`` kernels,
   zero biases (2,797,010 parameters).
@@ -129,7 +132,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 class MLP(nn.Module):
-    """Fully connected ReLU network of the MNIST experiment (SPEC 3.1, 5.9).
+    """Fully connected ReLU network of the MNIST experiment (official ``image_classification.py``).
 
     ``depth`` counts Dense layers: Flatten -> Dense(width) -> ReLU -> ... -> Dense(n_out), i.e. ``depth - 1``
     hidden layers, each with its own weights (the official code after its shared-weight fix). Kernels are JAX
@@ -208,7 +211,7 @@ class ChannelLayerNorm(nn.Module):
 
 
 class CNN(nn.Module):
-    """The convolutional network of the CIFAR-10 experiment (SPEC 3.2, 5.10).
+    """The convolutional network of the CIFAR-10 experiment (official ``image_classification.py``).
 
     Block ``i`` (``i = 0 .. num_blocks-1``) has ``feature_multiplier * 2**i`` channels and consists of
     ``layers_per_block`` times [Conv 3x3, stride 1, SAME padding, bias -> ReLU -> LayerNorm over channels
@@ -360,7 +363,7 @@ class TransformerBlock(nn.Module):
 
 
 class CharTransformer(nn.Module):
-    """The character-level decoder-only Transformer of the tiny_shakespeare experiment (SPEC 3.3, 5.11).
+    """The character-level decoder-only Transformer of the tiny_shakespeare experiment (``transformer_model.py``).
 
     Token embedding ``vocab_size x d_model`` plus learned positional embedding ``seq_len x d_model`` (both
     Haiku ``TruncatedNormal(0.02)``), ``num_layers`` pre-LN blocks (:class:`TransformerBlock`), a final

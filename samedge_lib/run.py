@@ -38,7 +38,7 @@ import signal
 import sys
 from typing import NoReturn
 
-from .config import PRESETS, TASKS, ConfigError, RunConfig, preset_config
+from .config import DEVICES, OPTIMIZERS, PRESETS, TASKS, ConfigError, RunConfig, preset_config
 from .data import DataError
 from .results import summarize
 from .runfolder import RunFolderError, RunLockedError
@@ -102,11 +102,11 @@ def _parser() -> _Parser:
     p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument("--preset", default="cpu", choices=PRESETS)
     p.add_argument("--rho", type=float, default=0.0, help="SAM radius; 0 = GD (default)")
-    p.add_argument("--optimizer", choices=("gd", "sam", "usam"), help="default: gd if rho == 0 else sam")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="default: gd if rho == 0 else sam")
     p.add_argument("--eta", type=float)
     p.add_argument("--steps", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", choices=DEVICES)
     p.add_argument("--tf32", action="store_true", help="allow TF32 on CUDA (default: strict float32)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="any RunConfig field")
     p.add_argument("--root", help="folder of run folders (default $SAMEDGE_RUNS or <repo>/runs)")

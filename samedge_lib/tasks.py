@@ -20,8 +20,12 @@ from torch.func import functional_call
 
 from . import data as data_mod
 from .config import RunConfig
+from .hessian import HessianOperator
 from .losses import get_loss
 from .models import make_model
+
+#: ``grad_fn(params) -> (loss, grads)``: what the update rules of :mod:`samedge_lib.updates` take.
+GradFn = Callable[[Sequence[torch.Tensor]], tuple[torch.Tensor, list[torch.Tensor]]]
 
 
 @dataclass
@@ -57,6 +61,36 @@ class Task:
         """The training loss at ``params`` on ``batch``, computed functionally (params are not mutated)."""
         out = functional_call(self.model, dict(zip(self.names, params, strict=True)), (batch.x,))
         return get_loss(self.loss_name)(out, batch.y)
+
+    def grad_fn(self, batch: Batch, chunk: int | None = None) -> GradFn:
+        """``grad_fn(params) -> (loss, grads)`` on ``batch``: one forward and one backward pass, detached.
+
+        With ``chunk`` smaller than the batch, the loss and gradient are accumulated over chunks of that
+        many examples, each weighted by its share of the batch (the same numbers up to rounding, less
+        memory). This is the one gradient every update and measurement of the library goes through.
+        """
+
+        def grad_fn(params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+            ps = [p.detach().requires_grad_(True) for p in params]
+            with torch.enable_grad():
+                if chunk is None or chunk >= batch.size:
+                    loss = self.loss(ps, batch)
+                    return loss.detach(), [g.detach() for g in torch.autograd.grad(loss, ps)]
+                total = torch.zeros((), dtype=ps[0].dtype, device=ps[0].device)
+                grads = [torch.zeros_like(p) for p in ps]
+                for start in range(0, batch.size, chunk):
+                    sub = Batch(batch.x[start : start + chunk], batch.y[start : start + chunk], batch.label, batch.kind)
+                    loss = self.loss(ps, sub) * (sub.size / batch.size)
+                    for acc, g in zip(grads, torch.autograd.grad(loss, ps), strict=True):
+                        acc.add_(g)
+                    total = total + loss.detach()
+            return total, grads
+
+        return grad_fn
+
+    def operator(self, params: Sequence[torch.Tensor], batch: Batch, method: str = "exact") -> HessianOperator:
+        """The Hessian of the loss on ``batch`` at ``params`` (a fresh operator; ``method`` from ``HVP_METHODS``)."""
+        return HessianOperator(lambda ps: self.loss(ps, batch), params, method=method)
 
     @torch.no_grad()
     def metrics(self, params: Sequence[torch.Tensor], batch: Batch, chunk: int = 4096) -> dict[str, float]:

@@ -46,7 +46,6 @@ from . import runfolder as rf
 from .config import ConfigError, RunConfig
 from .edges import alpha, gd_edge, sam_edge, usam_edge
 from .eigen import lanczos, official_power_iteration
-from .hessian import HessianOperator
 from .runfolder import RunResult, load_run, runs_root
 from .tasks import Batch, Task, build_task
 from .updates import StepInfo, gd_step, global_norm, sam_gradient, sam_step, usam_step
@@ -188,28 +187,10 @@ class _Runner:
 
     # -- gradients --------------------------------------------------------------------------
     def grad_fn_for(self, batch: Batch):
-        """``grad_fn(params) -> (loss, grads)`` on ``batch``, chunked over examples if asked."""
-        chunk = self.cfg.grad_chunk
-
-        def grad_fn(params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-            ps = [p.detach().requires_grad_(True) for p in params]
-            if chunk is None or chunk >= batch.size:
-                loss = self.task.loss(ps, batch)
-                grads = torch.autograd.grad(loss, ps)
-                return loss.detach(), [g.detach() for g in grads]
-            total = None
-            grads_acc = [torch.zeros_like(p) for p in ps]
-            for start in range(0, batch.size, chunk):
-                sub = Batch(batch.x[start : start + chunk], batch.y[start : start + chunk], batch.label, batch.kind)
-                w = sub.size / batch.size
-                loss = self.task.loss(ps, sub) * w
-                grads = torch.autograd.grad(loss, ps)
-                for acc, g in zip(grads_acc, grads, strict=True):
-                    acc.add_(g)
-                total = loss.detach() if total is None else total + loss.detach()
-            return total, grads_acc
-
-        return grad_fn
+        """``grad_fn(params) -> (loss, grads)`` on ``batch``, chunked over examples if the config asks (one home:
+        :meth:`samedge_lib.tasks.Task.grad_fn`).
+        """
+        return self.task.grad_fn(batch, self.cfg.grad_chunk)
 
     def update(self, step: int) -> tuple[list[torch.Tensor], StepInfo]:
         """One GD/SAM/USAM update on the batch of ``step``: the new parameters (``self.params`` is not changed)."""
@@ -257,10 +238,7 @@ class _Runner:
     def _measure_on(self, step: int, batch: Batch, test: dict[str, float], vecs: dict[str, torch.Tensor]) -> dict:
         cfg = self.cfg
 
-        def loss_fn(ps: Sequence[torch.Tensor]) -> torch.Tensor:
-            return self.task.loss(ps, batch)
-
-        op = HessianOperator(loss_fn, self.params, method=cfg.hvp)
+        op = self.task.operator(self.params, batch, cfg.hvp)
         loss, g_flat = op.gradient()
         g_norm = float(g_flat.double().norm())
         res = lanczos(
@@ -307,7 +285,7 @@ class _Runner:
             align_sam_g=_abs_cos(_flat(g_upd), v1),
         )
         if cfg.official_every and (step // cfg.measure_every) % cfg.official_every == 0:
-            fd = HessianOperator(loss_fn, self.params, method="finite_difference")
+            fd = self.task.operator(self.params, batch, "finite_difference")
             off = official_power_iteration(fd, k=1, generator=self.gen)
             row.update(official_lambda=float(off.eigenvalues[0]), official_matvecs=int(off.n_matvec))
         else:

@@ -5,9 +5,10 @@ The rules are written functionally: a *gradient function* maps a list of paramet
 with what it computed on the way (the loss and gradient at ``w_t`` are exactly what the
 measurement code needs, so nothing is computed twice).
 
-SAM is implemented exactly as the official code (SPEC 5.1): the ascent step is
-``e = rho * g / (||g|| + 1e-5)`` with the *global* L2 norm over all parameters, both gradients
-are taken on the same batch, and the descent step ``eta * grad(w + e)`` is applied at ``w``.
+SAM is implemented exactly as the official code (``sam_neighbor`` and ``update`` in ``sam_edge.py`` of
+https://github.com/google-deepmind/sam_edge): the ascent step is ``e = rho * g / (||g|| + 1e-5)`` with the
+*global* L2 norm over all parameters, both gradients are taken on the same batch, and the descent step
+``eta * grad(w + e)`` is applied at ``w``.
 ``rho = 0`` skips the ascent step and gives plain GD (SGD on minibatches).
 """
 

@@ -1,4 +1,4 @@
-"""Shared test fixtures: point the data loaders at the read-only shared copy and runs at a temp folder."""
+"""Shared test fixtures: the datasets where the library finds them, and runs in a temp folder."""
 
 from __future__ import annotations
 
@@ -8,19 +8,24 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("SAMEDGE_TEST_DATA", REPO.parent / "shared" / "data"))
+# The Makefile's convention, for pytest run directly: a sibling ../shared/data copy stands in for an unset
+# SAMEDGE_DATA. From here on the tests use the library's own rule (samedge_lib.data.search_dirs).
+_SIBLING = REPO.parent / "shared" / "data"
+if not os.environ.get("SAMEDGE_DATA") and (_SIBLING / "PROVENANCE.md").exists():
+    os.environ["SAMEDGE_DATA"] = str(_SIBLING)
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The datasets (read-only); tests needing real data skip with a reason when absent."""
-    if not (SHARED_DATA / "PROVENANCE.md").exists() and not os.environ.get("SAMEDGE_DATA"):
-        pytest.skip(f"no dataset copy at {SHARED_DATA}; set SAMEDGE_TEST_DATA or SAMEDGE_DATA")
-    return Path(os.environ.get("SAMEDGE_DATA") or SHARED_DATA)
+    """The data folder the library resolves (``$SAMEDGE_DATA``, else the per-user cache); tests that need
+    real data skip with a reason when it does not hold them (nothing is downloaded for a test).
+    """
+    from samedge_lib.data import MNIST_FILES, resolve_data_dir
 
-
-if "SAMEDGE_DATA" not in os.environ and (SHARED_DATA / "PROVENANCE.md").exists():
-    os.environ["SAMEDGE_DATA"] = str(SHARED_DATA)
+    folder = resolve_data_dir()
+    if not all((folder / f.relpath).is_file() for f in MNIST_FILES.values()):
+        pytest.skip(f"no datasets in {folder}: set SAMEDGE_DATA to a data folder (see the README)")
+    return folder
 
 
 @pytest.fixture(scope="session", autouse=True)

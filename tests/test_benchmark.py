@@ -1,31 +1,40 @@
-"""The sharpness benchmark script: its helpers, and one end-to-end run at the `smoke` preset."""
+"""The sharpness benchmark: its measurement helpers, its command line, and one end-to-end run at `smoke`."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from scripts import load_script
+from torch import nn
 
-bench = load_script("benchmarks/sharpness_benchmark.py")
+from samedge_lib import benchmark_measure as bm
+from samedge_lib.eigen import lanczos
+from samedge_lib.hessian import dense_hessian
+from samedge_lib.provenance import machine_tag
+from samedge_lib.tasks import Batch, Task
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "benchmarks" / "sharpness_benchmark.py"
 
 
 # ---------------------------------------------------------------------------------------------- helpers
 def test_rel_errors_sorts_both_sides_and_truncates_reference():
-    errs = bench.rel_errors([1.0, 2.2], [2.0, 1.0, 0.5])
+    errs = bm.rel_errors([1.0, 2.2], [2.0, 1.0, 0.5])
     assert errs == pytest.approx([0.1, 0.0])
 
 
 def test_spread_is_median_and_range():
-    assert bench.spread([3, 1, 2, 10]) == {"median": 2.5, "min": 1.0, "max": 10.0, "n": 4}
+    assert bm.spread([3, 1, 2, 10]) == {"median": 2.5, "min": 1.0, "max": 10.0, "n": 4}
 
 
 def test_clock_records_skips_with_reason():
-    clock = bench.Clock(max_seconds=1.0)
+    clock = bm.Clock(max_seconds=1.0)
     assert clock.fits("cheap", 0.0)
     assert not clock.fits("expensive", 1e6)
     assert "expensive" in clock.skipped and "--max-seconds" in clock.skipped["expensive"]
@@ -33,71 +42,13 @@ def test_clock_records_skips_with_reason():
 
 
 def test_machine_tag_on_cpu_counts_cores():
-    assert re.fullmatch(r"cpu-\d+core", bench.machine_tag(torch.device("cpu")))
-
-
-def test_bad_arguments_are_rejected():
-    with pytest.raises(SystemExit):
-        bench.parse_args(["--preset", "huge"])
-    with pytest.raises(SystemExit):
-        bench.parse_args(["--max-seconds", "-3"])
-    with pytest.raises(SystemExit):
-        bench.parse_args(["--threads", "0"])
-    with pytest.raises(ValueError, match="cpu or cuda"):
-        bench.pick_device("tpu")
-
-
-def _synthetic_result() -> dict:
-    def summary(evals, err):
-        return {
-            "n_matvec": {"median": evals, "min": evals, "max": evals, "n": 1},
-            "n_grad_evals": {"median": evals, "min": evals, "max": evals, "n": 1},
-            "wall_s": {"median": evals / 100, "min": 0, "max": 0, "n": 1},
-            "max_rel_err": {"median": err, "min": err, "max": err, "n": 1},
-            "all_converged": True,
-        }
-
-    return {
-        "mnist": {
-            "solvers": {
-                "top1": {
-                    "lanczos": {"summary": summary(12, 5e-4), "runs": [{"true_residuals": [4e-4]}]},
-                    "official": {"summary": summary(96, 0.08), "runs": []},
-                }
-            },
-            "warm_start": {
-                "cases": {"track_eta": {"eta": 0.01, "steps_between": 100, "top1": {"warm_over_cold_matvec": 0.25}}}
-            },
-        }
-    }
-
-
-def test_targets_are_computed_from_the_measurements():
-    result = _synthetic_result()
-    t = bench.targets(result)
-    assert t["grad_eval_ratio_official_over_default"] == pytest.approx(8.0)
-    assert t["default_reaches_target"] is True
-    assert t["warm_percent_of_cold_top1_track_eta"] == pytest.approx(25.0)
-    result["targets"] = t
-    lines = "\n".join(bench.summary_lines(result))
-    assert "default reaches rel. error <= 0.001" in lines and "8.0 times fewer" in lines
-    assert "warm start after 100 steps at eta 0.01: 25% of a cold start's HVPs (top1)" in lines
-
-
-def test_official_default_stop_replays_the_rule():
-    # dummy n_0 = 1: 2.0 changes by 1.0 (> 1e-3 * 2), 2.5 by 0.5, 2.5005 by 5e-4 <= 2.5e-3: stop after 3
-    assert bench.official_default_stop([2.0, 2.5, 2.5005, 2.6]) == 3
-    # a first norm within 1e-3 of the dummy 1.0 stops at once; a tiny norm (<= abs_tol) too
-    assert bench.official_default_stop([1.0005, 3.0]) == 1
-    assert bench.official_default_stop([0.5, 0.0009]) == 2
-    # never met: the whole trace
-    assert bench.official_default_stop([3.0, 6.0, 12.0]) == 3
+    assert re.fullmatch(r"cpu-\d+core", machine_tag(torch.device("cpu")))
 
 
 def test_products_to_reach_needs_the_error_to_stay_below():
-    assert bench.products_to_reach([0.1, 1e-4, 0.2, 5e-4, 1e-5], 1e-3) == 4
-    assert bench.products_to_reach([0.1, 0.01], 1e-3) is None
-    assert bench.products_to_reach([1e-4], 1e-3) == 1
+    assert bm.products_to_reach([0.1, 1e-4, 0.2, 5e-4, 1e-5], 1e-3) == 4
+    assert bm.products_to_reach([0.1, 0.01], 1e-3) is None
+    assert bm.products_to_reach([1e-4], 1e-3) == 1
 
 
 def test_equal_accuracy_ratio_and_lower_bound():
@@ -113,82 +64,119 @@ def test_equal_accuracy_ratio_and_lower_bound():
             },
         }
     }
-    eq = bench.equal_accuracy(traces, hvp_s=2.0, fd_s=2.0, grad_s=1.0)
+    eq = bm.equal_accuracy(traces, hvp_s=2.0, fd_s=2.0, grad_s=1.0)
     assert eq["official_grad_evals_to_target"] == 120 and eq["grad_eval_ratio"] == pytest.approx(120 / 11)
     assert eq["time_ratio"] == pytest.approx(60 * 2.0 / (10 * 2.0 + 1.0)) and not eq["lower_bound"]
     traces["solvers"]["official"]["runs"][1]["products_to_target"] = None  # never reached within the cap
-    eq = bench.equal_accuracy(traces, hvp_s=2.0, fd_s=2.0, grad_s=1.0)
+    eq = bm.equal_accuracy(traces, hvp_s=2.0, fd_s=2.0, grad_s=1.0)
     assert eq["lower_bound"] and eq["official_products_to_target"] == pytest.approx((55 + 200) / 2)
-
-
-def test_target_line_says_when_the_default_misses():
-    result = _synthetic_result()
-    result["mnist"]["solvers"]["top1"]["lanczos"]["summary"]["max_rel_err"]["max"] = 5e-3
-    result["targets"] = bench.targets(result)
-    assert "does NOT reach" in "\n".join(bench.summary_lines(result))
 
 
 def test_saved_tensor_count_of_a_known_graph():
     # y = (a * b).sum() saves a and b (4 KiB each); a gradient of a linear map of x saves nothing of size.
     a = torch.ones(1024, requires_grad=True)
     b = torch.full((1024,), 2.0, requires_grad=True)
-    mib = bench.saved_tensor_mib(lambda: (a * b).sum())
+    mib = bm.saved_tensor_mib(lambda: (a * b).sum())
     assert mib == pytest.approx(2 * 1024 * 4 / 2**20)
+
+
+def _tiny_point() -> bm.Point:
+    """A tanh MLP on 40 random examples, in float32 with a float64 twin, as the benchmark builds a point."""
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(40, 6, generator=g), torch.randn(40, 3, generator=g)
+
+    def task(dtype: torch.dtype) -> tuple[Task, Batch]:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3)).to(dtype)
+        names = [n for n, _ in model.named_parameters()]
+        params = [p.detach().clone() for p in model.parameters()]
+        batch = Batch(x.to(dtype), y.to(dtype), "40 random examples", "full")
+        return Task(model, names, params, "mse_mean", lambda step: batch, None, None, False, {}), batch
+
+    t32, b32 = task(torch.float32)
+    t64, b64 = task(torch.float64)
+    return bm.Point(t32, b32, t32.params, t64, b64)
+
+
+def test_solver_rows_against_the_dense_hessian():
+    point = _tiny_point()
+    lam = torch.linalg.eigvalsh(
+        dense_hessian(lambda ps: point.task64.loss(ps, point.batch64), point.operator64().params)
+    )
+    ref, _ = bm.reference_spectrum(point, 2, torch.device("cpu"))
+    assert ref["eigenvalues"] == pytest.approx(sorted(lam.tolist(), reverse=True)[:2], rel=1e-9)
+    for solver in ("lanczos", "eigsh"):
+        row, res = bm.solve(point, solver, 1, 0, ref["eigenvalues"], torch.device("cpu"))
+        # the true residual certifies the error (Weyl), and the cost counts the graph build once
+        assert row["max_rel_err"] <= row["certified_rel_err_bound"] + 1e-6 and row["max_rel_err"] < 1e-3
+        assert row["n_grad_evals"] == row["n_matvec"] + 1 and row["n_matvec"] == res.n_iter
+    row, _ = bm.solve(point, "official", 1, 0, ref["eigenvalues"], torch.device("cpu"))
+    assert row["n_grad_evals"] == 2 * row["n_matvec"]  # a finite-difference product is two gradients
+
+
+def test_traces_replay_the_solver_runs_on_a_tiny_point():
+    point = _tiny_point()
+    ref, _ = bm.reference_spectrum(point, 1, torch.device("cpu"))
+    spec = {"trace_caps": {"lanczos": 30, "power": 60}, "trace_seeds": 1}
+    tr = bm.convergence_traces(point, ref["eigenvalues"], spec, bm.Clock(1e6), hvp_s=1.0, fd_s=1.0)
+    lz_run, _ = bm.solve(point, "lanczos", 1, 0, ref["eigenvalues"], torch.device("cpu"))
+    stop = tr["solvers"]["lanczos"]["runs"][0]["certified_stop"]
+    assert stop["products"] == lz_run["n_matvec"]  # same start, same products: the stop is where tol 1e-3 stops
+    off_run, _ = bm.solve(point, "official", 1, 0, ref["eigenvalues"], torch.device("cpu"))
+    assert tr["solvers"]["official"]["runs"][0]["default_stop"]["products"] == off_run["n_matvec"]
+    op = point.operator()
+    direct = lanczos(op, k=1, tol=0.0, max_iter=30, generator=torch.Generator().manual_seed(0))
+    assert tr["solvers"]["lanczos"]["runs"][0]["values"] == [h[1][0] for h in direct.history]
+
+
+# ---------------------------------------------------------------------------------------------- command line
+def _run_script(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--max-seconds", "-3"), "--max-seconds must be > 0"),
+        (("--device", "tpu"), "invalid choice: 'tpu'"),
+        (("--out", "a.json", "--out-dir", "b"), "not both"),
+    ],
+)
+def test_bad_arguments_get_one_line(args, message):
+    proc = _run_script(*args, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
-def smoke_result(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[dict, dict]:
+def smoke_result(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("bench") / "smoke.json"
-    threads = torch.get_num_threads()
-    try:
-        returned = bench.main(["--preset", "smoke", "--threads", "1", "--out", str(out), "--data-dir", str(data_dir)])
-    finally:
-        torch.set_num_threads(threads)
-    return returned, json.loads(out.read_text())
+    proc = _run_script("--preset", "smoke", "--threads", "1", "--out", str(out), "--data-dir", str(data_dir))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text()), proc.stdout
 
 
 @pytest.mark.slow
 def test_smoke_json_has_the_expected_sections(smoke_result):
-    returned, res = smoke_result
-    assert res["schema"] == bench.SCHEMA and res["preset"] == "smoke"
-    assert returned["targets"] == res["targets"]
-    for key in (
-        "provenance",
-        "settings",
-        "notes",
-        "skipped",
-        "elapsed_s",
-        "summary_lines",
-        "torch",
-        "device",
-    ):
+    res, stdout = smoke_result
+    assert res["schema"] == "samedge-sharpness-benchmark/2" and res["preset"] == "smoke"
+    assert "\n".join(res["summary_lines"]) in stdout
+    for key in ("provenance", "settings", "notes", "skipped", "elapsed_s", "summary_lines", "torch", "device"):
         assert key in res, key
     mn = res["mnist"]
-    for key in (
-        "setting",
-        "point",
-        "hvp_timing",
-        "reference",
-        "product_bias",
-        "solvers",
-        "overhead",
-        "warm_start",
-        "memory",
-    ):
+    for key in ("setting", "point", "hvp_timing", "reference", "product_bias", "solvers", "overhead", "warm_start"):
         assert key in mn, key
-    assert set(mn["hvp_timing"]["methods"]) == {
-        "exact",
-        "exact_fresh",
-        "forward_over_reverse",
-        "finite_difference",
-    }
-    assert {"lanczos", "pyhessian", "official", "official_exact_hvp"} <= set(mn["solvers"]["top1"])
+    assert "memory" in mn
+    assert set(mn["hvp_timing"]["methods"]) == {"exact", "exact_fresh", "forward_over_reverse", "finite_difference"}
+    assert {"lanczos", "eigsh", "pyhessian", "official", "official_exact_hvp"} <= set(mn["solvers"]["top1"])
     assert "tf32" in res["skipped"]  # CUDA only
     for name in ("cnn", "transformer"):  # the smaller models: a pre-trained point, solvers and traces
         sub = res[name]
         assert sub["point"]["loss"] < sub["point"]["loss_init"], name
-        assert {"lanczos", "official", "pyhessian", "official_exact_hvp"} <= set(sub["solvers"]["top1"]), name
+        assert {"lanczos", "eigsh", "official", "pyhessian", "official_exact_hvp"} <= set(sub["solvers"]["top1"])
         assert set(sub["traces"]["solvers"]) == {"lanczos", "official"}, name
         assert sub["equal_accuracy"]["default_rel_err_at_stop"] <= 1e-3, name
         lz = sub["solvers"]["top1"]["lanczos"]["runs"][0]
@@ -197,10 +185,11 @@ def test_smoke_json_has_the_expected_sections(smoke_result):
 
 @pytest.mark.slow
 def test_smoke_values_are_sane(smoke_result):
-    _, res = smoke_result
+    res, _ = smoke_result
     mn = res["mnist"]
     # the point is part-way through training: the loss has fallen, the spectrum is positive at the top
     assert mn["point"]["loss"] < mn["point"]["loss_init"]
+    assert mn["point"]["train_accuracy"] > mn["point"]["train_accuracy_init"]
     ref = mn["reference"]
     assert ref["converged"] and max(ref["true_residuals"]) < 1e-8
     assert all(a >= b for a, b in zip(ref["eigenvalues"], ref["eigenvalues"][1:], strict=False))
@@ -214,11 +203,12 @@ def test_smoke_values_are_sane(smoke_result):
     # cost bookkeeping: a finite-difference product is two gradients; exact products one, plus the build
     for run in top1["official"]["runs"]:
         assert run["n_grad_evals"] == 2 * run["n_matvec"] and 1 <= run["n_matvec"] <= 100
-    for run in top1["lanczos"]["runs"]:
-        assert run["n_grad_evals"] == run["n_matvec"] + 1
-        # the default meets its tolerance, and its residual certificate bounds the true error
-        assert run["max_rel_err"] <= 1e-3
-        assert run["max_rel_err"] <= run["certified_rel_err_bound"] + 1e-6
+    for solver in ("lanczos", "eigsh"):
+        for run in top1[solver]["runs"]:
+            assert run["n_grad_evals"] == run["n_matvec"] + 1
+            # both stop on a relative residual of 1e-3, which certifies the true error
+            assert run["max_rel_err"] <= 1e-3
+            assert run["max_rel_err"] <= run["certified_rel_err_bound"] + 1e-6
     # an exact-HVP power iteration agrees with the float64 Lanczos reference (independent algorithm)
     assert top1["official_exact_hvp"]["summary"]["max_rel_err"]["max"] < 1e-2
     over = mn["overhead"]
@@ -240,7 +230,7 @@ def test_smoke_values_are_sane(smoke_result):
 @pytest.mark.slow
 def test_traces_replay_the_solver_runs(smoke_result):
     """The traces (stopping rules off) pass through the solver runs with the same seeds (stopping rules on)."""
-    _, res = smoke_result
+    res, _ = smoke_result
     mn = res["mnist"]
     traces, top1 = mn["traces"]["solvers"], mn["solvers"]["top1"]
     # the official rule applied to the trace stops where the official run stopped, at the same value

@@ -154,3 +154,60 @@ def test_warm_table_reads_every_case(stored):
     table = br.warm_table(copy.deepcopy(stored))
     n_cases = sum(len(r["mnist"].get("warm_start", {}).get("cases", {})) for r in stored)
     assert len(table.reset_index()["steps at eta"].unique()) <= n_cases and len(table) >= n_cases
+
+
+# ------------------------------------------------------------------------------------------ headline numbers
+def _synthetic_result() -> dict:
+    def summary(evals, err):
+        return {
+            "n_matvec": {"median": evals, "min": evals, "max": evals, "n": 1},
+            "n_grad_evals": {"median": evals, "min": evals, "max": evals, "n": 1},
+            "wall_s": {"median": evals / 100, "min": 0, "max": 0, "n": 1},
+            "max_rel_err": {"median": err, "min": err, "max": err, "n": 1},
+            "all_converged": True,
+        }
+
+    return {
+        "mnist": {
+            "solvers": {
+                "top1": {
+                    "lanczos": {"summary": summary(12, 5e-4), "runs": [{"true_residuals": [4e-4]}]},
+                    "official": {"summary": summary(96, 0.08), "runs": []},
+                }
+            },
+            "warm_start": {
+                "cases": {"track_eta": {"eta": 0.01, "steps_between": 100, "top1": {"warm_over_cold_matvec": 0.25}}}
+            },
+        }
+    }
+
+
+def test_headline_is_computed_from_the_measurements():
+    result = _synthetic_result()
+    h = br.headline(result)
+    assert h["own_rule_grad_eval_ratio"] == pytest.approx(8.0) and h["default_reaches_target"] is True
+    assert h["warm_percent_top1_track_eta"] == pytest.approx(25.0) and h["warm_eta_track_eta"] == 0.01
+    t = br.stored_targets(result)
+    assert t["grad_eval_ratio_official_over_default"] == pytest.approx(8.0)
+    assert t["warm_percent_of_cold_top1_track_eta"] == pytest.approx(25.0)
+    lines = "\n".join(br.summary_lines(result))
+    assert "default reaches rel. error <= 0.001" in lines and "8.0 times fewer" in lines
+    assert "warm start after 100 steps at eta 0.01: 25% of a cold start's HVPs (top1)" in lines
+
+
+def test_target_line_says_when_the_default_misses():
+    result = _synthetic_result()
+    result["mnist"]["solvers"]["top1"]["lanczos"]["summary"]["max_rel_err"]["max"] = 5e-3
+    assert br.headline(result)["default_reaches_target"] is False
+    assert "does NOT reach" in "\n".join(br.summary_lines(result))
+
+
+def test_stored_files_targets_and_summary_are_what_headline_computes(stored):
+    """Every current-schema file's ``targets`` block and summary were written by the benchmark of the day:
+    recomputing them from the file's sections with the one headline function gives the same, key for key.
+    """
+    current = [r for r in stored if r["schema"] == br.SCHEMAS[-1]]
+    assert current
+    for r in current:
+        assert br.stored_targets(r) == r["targets"], r["machine_tag"]
+        assert br.summary_lines(r) == r["summary_lines"], r["machine_tag"]

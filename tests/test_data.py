@@ -1,9 +1,9 @@
 """Tests of samedge_lib.data.
 
-Two kinds: (1) the real datasets in ``shared/data`` (read-only; ``SAMEDGE_TEST_DATA`` overrides the
-location), checked against the facts recorded in ``shared/data/PROVENANCE.md`` and against bytes decoded
-independently here; (2) real downloads from an HTTP server on 127.0.0.1 serving small generated files,
-with the checksum tables substituted by monkeypatching.
+Two kinds: (1) the real datasets, found by the library's own rule (``$SAMEDGE_DATA``, else the per-user
+cache; read only, nothing is downloaded), checked against published facts of the canonical files and
+against bytes decoded independently here; (2) real downloads from an HTTP server on 127.0.0.1 serving
+small generated files, with the checksum tables substituted by monkeypatching.
 """
 
 from __future__ import annotations
@@ -15,10 +15,14 @@ import hashlib
 import io
 import os
 import pickle
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,12 +34,24 @@ import torch
 from samedge_lib import data
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SAMEDGE_TEST_DATA", str(REPO.parent / "shared" / "data")))
-needs_shared = pytest.mark.skipif(
-    not SHARED.is_dir(), reason=f"shared data folder {SHARED} is absent (set SAMEDGE_TEST_DATA to its path)"
-)
+#: Where the library finds the real files, decided once before any test changes the environment.
+REAL_DIRS = data.search_dirs()
 
-# Facts from shared/data/PROVENANCE.md
+
+def _real_dir(remote: data.RemoteFile) -> Path | None:
+    """The first folder of the library's search order that holds ``remote``, or None."""
+    return next((d for d in REAL_DIRS if (d / remote.relpath).is_file()), None)
+
+
+MNIST_DIR = _real_dir(data.MNIST_FILES["train_images"])
+CIFAR_DIR = _real_dir(data.CIFAR10_FILES["data_batch_1"])
+SHAKESPEARE_DIR = _real_dir(data.SHAKESPEARE_FILE)
+_WHERE = f"not in {', '.join(map(str, REAL_DIRS))}; set SAMEDGE_DATA to a data folder"
+needs_mnist = pytest.mark.skipif(MNIST_DIR is None, reason=f"MNIST {_WHERE}")
+needs_cifar = pytest.mark.skipif(CIFAR_DIR is None, reason=f"CIFAR-10 {_WHERE}")
+needs_shakespeare = pytest.mark.skipif(SHAKESPEARE_DIR is None, reason=f"tiny_shakespeare {_WHERE}")
+
+# Facts of the canonical files (first labels, class counts, a row of pixels), checked independently below.
 MNIST_FIRST_LABELS = [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 CIFAR_FIRST_TRAIN_LABELS = [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
@@ -54,36 +70,18 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def shared_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """SAMEDGE_DATA -> shared/data for a module-scoped load (download=False is used: nothing is written)."""
-    if not SHARED.is_dir():
-        pytest.skip(f"shared data folder {SHARED} is absent (set SAMEDGE_TEST_DATA to its path)")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(data.ENV_DATA, str(SHARED))
-        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("module-cache")))
-        mp.delenv(data.ENV_MIRROR, raising=False)
-        yield
-
-
-@pytest.fixture
-def use_shared(shared_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    """SAMEDGE_DATA -> shared/data for one test (after the autouse isolation)."""
-    monkeypatch.setenv(data.ENV_DATA, str(SHARED))
+def mnist() -> data.ImageData:
+    return data.load_mnist(MNIST_DIR, download=False)
 
 
 @pytest.fixture(scope="module")
-def mnist(shared_env: None) -> data.ImageData:
-    return data.load_mnist(download=False)
+def cifar() -> data.ImageData:
+    return data.load_cifar10(CIFAR_DIR, download=False)
 
 
 @pytest.fixture(scope="module")
-def cifar(shared_env: None) -> data.ImageData:
-    return data.load_cifar10(download=False)
-
-
-@pytest.fixture(scope="module")
-def shakespeare(shared_env: None) -> data.TextData:
-    return data.load_tiny_shakespeare(download=False)
+def shakespeare() -> data.TextData:
+    return data.load_tiny_shakespeare(SHAKESPEARE_DIR, download=False)
 
 
 def _undo(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
@@ -127,11 +125,11 @@ def test_remote_file_rejects_malformed_digest() -> None:
 
 
 # ----------------------------------------------------------------------------------------------------
-# MNIST from shared/data
+# MNIST, real files
 # ----------------------------------------------------------------------------------------------------
 
 
-@needs_shared
+@needs_mnist
 def test_mnist_shapes_labels_and_counts(mnist: data.ImageData) -> None:
     assert mnist.name == "mnist"
     assert mnist.x_train.shape == (60000, 1, 28, 28) and mnist.x_train.dtype == torch.float32
@@ -148,10 +146,10 @@ def test_mnist_shapes_labels_and_counts(mnist: data.ImageData) -> None:
     )
 
 
-@needs_shared
+@needs_mnist
 def test_mnist_is_pixels_over_256_minus_training_mean(mnist: data.ImageData) -> None:
     # Independent decoding of the first two training images: IDX header is 16 bytes.
-    raw = gzip.decompress((SHARED / "MNIST/raw/train-images-idx3-ubyte.gz").read_bytes())
+    raw = gzip.decompress((MNIST_DIR / "MNIST/raw/train-images-idx3-ubyte.gz").read_bytes())
     first = np.frombuffer(raw, np.uint8, count=2 * 784, offset=16).reshape(2, 1, 28, 28)
     np.testing.assert_allclose(_undo(mnist.x_train[:2], mnist.train_mean).numpy(), first, atol=1e-3)
     assert _off_grid(mnist.x_train[::6], mnist.train_mean) < 1e-3  # scaled by exactly 1/256 (10,000 checked)
@@ -167,27 +165,27 @@ def test_mnist_is_pixels_over_256_minus_training_mean(mnist: data.ImageData) -> 
     assert mnist.x_train[:5000].std().item() * 256 / 255 < 0.35  # no std normalisation (that gives 1)
 
 
-@needs_shared
-def test_mnist_subset_uses_the_first_n_and_their_mean(use_shared: None, mnist: data.ImageData) -> None:
-    small = data.load_mnist(n_train=100, n_test=50, download=False)
+@needs_mnist
+def test_mnist_subset_uses_the_first_n_and_their_mean(mnist: data.ImageData) -> None:
+    small = data.load_mnist(MNIST_DIR, n_train=100, n_test=50, download=False)
     assert small.x_train.shape == (100, 1, 28, 28) and small.x_test.shape == (50, 1, 28, 28)
     assert torch.equal(small.y_train, mnist.y_train[:100]) and torch.equal(small.y_test, mnist.y_test[:50])
-    raw = gzip.decompress((SHARED / "MNIST/raw/train-images-idx3-ubyte.gz").read_bytes())
+    raw = gzip.decompress((MNIST_DIR / "MNIST/raw/train-images-idx3-ubyte.gz").read_bytes())
     first100 = np.frombuffer(raw, np.uint8, count=100 * 784, offset=16).reshape(100, 1, 28, 28)
     np.testing.assert_allclose(small.train_mean.numpy(), first100.mean(0, keepdims=True) / 256.0, atol=1e-7)
     assert small.x_train.double().mean(0).abs().max().item() < 1e-6
     assert small.info["n_train"] == 100 and sum(small.class_counts()) == 100
 
 
-@needs_shared
+@needs_mnist
 @pytest.mark.parametrize("bad", [0, 60001, 1.5, True, "10"])
-def test_mnist_rejects_bad_counts(use_shared: None, bad: object) -> None:
+def test_mnist_rejects_bad_counts(bad: object) -> None:
     with pytest.raises(ValueError, match="n_train"):
-        data.load_mnist(n_train=bad, download=False)  # type: ignore[arg-type]
+        data.load_mnist(MNIST_DIR, n_train=bad, download=False)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------------------------------
-# CIFAR-10 from shared/data
+# CIFAR-10, real files
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -196,21 +194,24 @@ def _pickle_batch(path: Path) -> dict:
         return pickle.load(f, encoding="latin1")
 
 
-@needs_shared
+@needs_cifar
 def test_cifar_first_1000(cifar: data.ImageData) -> None:
     assert cifar.name == "cifar10"
     assert cifar.x_train.shape == (1000, 3, 32, 32) and cifar.x_train.dtype == torch.float32
-    # The shared test_batch is the rebuilt 1,000-image subset (PROVENANCE.md).
-    assert cifar.x_test.shape == (1000, 3, 32, 32) and "SUBSET" in cifar.info["test_batch_label"]
+    # The original test_batch holds 10,000 images; a rebuilt copy (accepted by its own digest) the first
+    # 1,000, and its batch_label says so.
+    n_test = cifar.info["test_batch_size"]
+    assert cifar.x_test.shape == (n_test, 3, 32, 32) and n_test in (1000, 10000)
+    assert n_test == 10000 or "SUBSET" in cifar.info["test_batch_label"]
     assert cifar.y_train[:10].tolist() == CIFAR_FIRST_TRAIN_LABELS
     assert cifar.y_test[:10].tolist() == CIFAR_FIRST_TEST_LABELS
     assert cifar.info["label_names"][:2] == ["airplane", "automobile"]
     # Class counts of the first 1000, computed here from the pickle with the standard library.
-    batch = _pickle_batch(SHARED / "cifar-10-batches-py/data_batch_1")
+    batch = _pickle_batch(CIFAR_DIR / "cifar-10-batches-py/data_batch_1")
     expected = np.bincount(np.asarray(batch["labels"][:1000]), minlength=10).tolist()
     assert cifar.class_counts() == expected == cifar.info["train_class_counts"]
     assert sum(expected) == 1000 and cifar.info["n_train"] == 1000
-    # NCHW: channel 0 row 0 of image 0 are the red values of PROVENANCE; all channels match the planes.
+    # NCHW: channel 0 row 0 of image 0 are its first red values; all channels match the pickle's planes.
     pixels = _undo(cifar.x_train, cifar.train_mean)
     np.testing.assert_allclose(pixels[0, 0, 0, :10].numpy(), CIFAR_IMAGE0_RED, atol=1e-3)
     np.testing.assert_allclose(pixels[:5].reshape(5, 3072).numpy(), batch["data"][:5], atol=1e-3)
@@ -222,29 +223,33 @@ def test_cifar_first_1000(cifar: data.ImageData) -> None:
     assert torch.equal(cifar.t_train.argmax(1), cifar.y_train)
 
 
-@needs_shared
-def test_cifar_whole_first_batch_counts(use_shared: None) -> None:
-    full = data.load_cifar10(n_train=10000, n_test=10, download=False)
+@needs_cifar
+def test_cifar_whole_first_batch_counts() -> None:
+    full = data.load_cifar10(CIFAR_DIR, n_train=10000, n_test=10, download=False)
     assert full.class_counts() == CIFAR_BATCH1_COUNTS and full.n_test == 10
 
 
-@needs_shared
-def test_cifar_missing_batch_error_names_places_and_hash(use_shared: None, tmp_path: Path) -> None:
+@needs_cifar
+def test_cifar_missing_batch_error_names_places_and_hash(tmp_path: Path) -> None:
+    only_first = tmp_path / "only-first"  # a data folder with data_batch_1 alone (a link to the real one)
+    (only_first / "cifar-10-batches-py").mkdir(parents=True)
+    (only_first / "cifar-10-batches-py" / "data_batch_1").symlink_to(CIFAR_DIR / "cifar-10-batches-py/data_batch_1")
     with pytest.raises(data.DataError) as err:
-        data.load_cifar10(n_train=10001, download=False)
+        data.load_cifar10(only_first, n_train=10001, download=False)
     msg = str(err.value)
     assert "cifar-10-batches-py/data_batch_2" in msg
-    assert str(SHARED / "cifar-10-batches-py" / "data_batch_2") in msg
+    assert str(only_first / "cifar-10-batches-py" / "data_batch_2") in msg
     assert str(data.default_cache_dir() / "cifar-10-batches-py" / "data_batch_2") in msg
     assert "cifar-10-python.tar.gz" in msg and "md5:d4bba439e000b95fd0a9bffe97cbabec" in msg
     assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in msg and "SAMEDGE_DATA" in msg
     assert "download=False" in msg
 
 
-@needs_shared
-def test_cifar_rejects_too_many_test_images(use_shared: None) -> None:
-    with pytest.raises(ValueError, match=r"n_test=1001 must lie in \[1, 1000\]"):
-        data.load_cifar10(n_test=1001, download=False)
+@needs_cifar
+def test_cifar_rejects_too_many_test_images(cifar: data.ImageData) -> None:
+    n = cifar.info["test_batch_size"]
+    with pytest.raises(ValueError, match=rf"n_test={n + 1} must lie in \[1, {n}\]"):
+        data.load_cifar10(CIFAR_DIR, n_test=n + 1, download=False)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -252,9 +257,9 @@ def test_cifar_rejects_too_many_test_images(use_shared: None) -> None:
 # ----------------------------------------------------------------------------------------------------
 
 
-@needs_shared
+@needs_shakespeare
 def test_shakespeare_split_is_the_last_10000_lines(shakespeare: data.TextData) -> None:
-    text = (SHARED / "tinyshakespeare/input.txt").read_text(encoding="ascii")
+    text = (SHAKESPEARE_DIR / "tinyshakespeare/input.txt").read_text(encoding="ascii")
     lines = text.splitlines(keepends=True)
     assert len(lines) == 40000 and len(text) == 1115394
     assert data.decode(shakespeare.test_tokens) == "".join(lines[-10000:])
@@ -268,7 +273,7 @@ def test_shakespeare_split_is_the_last_10000_lines(shakespeare: data.TextData) -
     assert torch.cat([shakespeare.train_tokens, shakespeare.test_tokens]).unique().numel() == 65
 
 
-@needs_shared
+@needs_shakespeare
 def test_chunk_rows_on_the_test_split(shakespeare: data.TextData) -> None:
     tokens = shakespeare.test_tokens
     rows = data.chunk_rows(tokens, batch_size=128, seq_len=64)
@@ -362,24 +367,20 @@ def _sha256(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
-def test_verify_file_caches_by_size_and_mtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_verify_file_accepts_any_listed_digest(tmp_path: Path) -> None:
     path = tmp_path / "f.bin"
     path.write_bytes(b"hello world")
-    os.utime(path, ns=(2 * 10**9, 2 * 10**9))  # an old file: recent ones are always re-hashed
-    calls = []
-    real = data._hash_file
-    monkeypatch.setattr(data, "_hash_file", lambda p, a: calls.append(p) or real(p, a))
-    digest = f"sha256:{_sha256(b'hello world')}"
-    assert data.verify_file(path, [digest]) == digest
-    assert data.verify_file(path, ["md5:" + "0" * 32, digest]) == digest  # md5 not known yet: one more hash
-    assert data.verify_file(path, [digest]) == digest
-    assert len(calls) == 2
-    path.write_bytes(b"hello_world")  # same size, new content and mtime
-    os.utime(path, ns=(10**9, 10**9))
+    sha = f"sha256:{_sha256(b'hello world')}"
+    md5 = f"md5:{hashlib.md5(b'hello world').hexdigest()}"
+    assert data.verify_file(path, [sha]) == sha
+    assert data.verify_file(path, ["md5:" + "0" * 32, sha]) == sha  # several accepted digests: any one
+    assert data.verify_file(path, [md5, sha]) == md5
+    path.write_bytes(b"hello_world")  # same size, new content
     with pytest.raises(data.DataError) as err:
-        data.verify_file(path, [digest], "test set")
-    assert str(path) in str(err.value) and digest in str(err.value) and _sha256(b"hello_world") in str(err.value)
-    assert len(calls) == 3
+        data.verify_file(path, [md5, sha], "test set")
+    msg = str(err.value)
+    assert str(path) in msg and sha in msg and md5 in msg and "corrupt" in msg
+    assert _sha256(b"hello_world") in msg and hashlib.md5(b"hello_world").hexdigest() in msg
 
 
 def test_text_with_nul_or_non_ascii_is_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -399,12 +400,23 @@ def test_text_with_nul_or_non_ascii_is_rejected(tmp_path: Path, monkeypatch: pyt
 
 
 class _Handler(SimpleHTTPRequestHandler):
-    """Serves a folder; ``/truncated/<path>`` announces more bytes than it sends, then hangs up."""
+    """Serves a folder; ``/truncated/<path>`` announces more bytes than it sends, then hangs up;
+    ``/slow/<path>`` sends half and then stalls."""
 
     def log_message(self, format: str, *args: object) -> None:
         pass
 
     def do_GET(self) -> None:  # noqa: N802 - name fixed by http.server
+        if self.path.startswith("/slow/"):  # half the file, then nothing for 30 s (a download to kill)
+            body = Path(self.translate_path(self.path.removeprefix("/slow"))).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            time.sleep(30)
+            self.close_connection = True
+            return
         if self.path.startswith("/truncated/"):
             body = Path(self.translate_path(self.path.removeprefix("/truncated"))).read_bytes()
             self.send_response(200)
@@ -533,6 +545,36 @@ def test_truncated_download_is_discarded(
     with pytest.raises(data.DataError, match="broke off after 250 of 500 bytes"):
         data.fetch(remote, tmp_path / "data")
     assert _all_files(tmp_path / "data") == []
+
+
+def test_killed_download_leaves_nothing_that_breaks_the_next_call(
+    server: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served, url = server
+    payload = bytes(range(256)) * 800  # 200 KiB: the first half arrives in many chunks
+    (served / "tinyshakespeare").mkdir()
+    (served / "tinyshakespeare/input.txt").write_bytes(payload)
+    digest = f"sha256:{_sha256(payload)}"
+    target = tmp_path / "data"
+    code = (
+        "from samedge_lib import data\n"
+        f"data.fetch(data.RemoteFile('tinyshakespeare/input.txt', (), ({digest!r},), 'test'), {str(target)!r})\n"
+    )
+    env = os.environ | {data.ENV_MIRROR: url + "slow/", "XDG_CACHE_HOME": str(tmp_path / "xdg-cache")}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO, stderr=subprocess.DEVNULL)
+    folder = target / "tinyshakespeare"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(p.stat().st_size > 0 for p in _all_files(folder)):
+        assert proc.poll() is None, "the download ended before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # mid-transfer: no cleanup code runs
+    proc.wait(timeout=30)
+    partial = _all_files(folder)
+    assert partial and all(p.name != "input.txt" for p in partial)  # only a temporary file, never the data name
+    remote = data.RemoteFile("tinyshakespeare/input.txt", (), (digest,), "test")
+    monkeypatch.setenv(data.ENV_MIRROR, url)
+    got = data.fetch(remote, target)  # the next call downloads and verifies afresh
+    assert got == target / "tinyshakespeare/input.txt" and got.read_bytes() == payload
 
 
 def test_missing_file_on_server(server: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

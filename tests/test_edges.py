@@ -1,4 +1,6 @@
-"""Acceptance checks A1-A3 (SPEC section 4A) for samedge_lib.edges, against closed forms typed here."""
+"""samedge_lib.edges against closed forms typed here: the SAM-edge's two forms and its defining equation (A1),
+its bounds and limits (A2), and the ratio R(alpha) to 2/eta (A3). The SAM-edge is defined in Long & Bartlett,
+"Sharpness-Aware Minimization and the Edge of Stability" (https://arxiv.org/abs/2309.12488)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,9 @@ from samedge_lib.eigen import (
     eigsh_reference,
     lanczos,
     official_power_iteration,
+    official_stop,
     pyhessian_power_iteration,
+    relative_residuals,
 )
 from samedge_lib.hessian import FD_DENOMINATOR_EPS, FD_STEP, DenseOperator, HessianOperator, dense_hessian
 
@@ -86,7 +88,8 @@ def test_lanczos_on_a_quadratic_with_known_spectrum(which, expected):
 
 
 def test_negative_dominant_eigenvalue_la_versus_official_magnitude():
-    # max |lambda| = 12 belongs to a negative eigenvalue; the largest algebraic is 6 (SPEC A6)
+    # max |lambda| = 12 belongs to a negative eigenvalue; the largest algebraic is 6: the official estimator
+    # returns the magnitude (hessian_norm.py reports ||H v||), Lanczos "LA" the signed largest
     lam = torch.cat([torch.tensor([-12.0, 6.0]), torch.linspace(-3.0, 3.0, 98)])
     H, _ = spectrum_matrix(lam, seed=5)
     la = lanczos(DenseOperator(H), k=1, which="LA", tol=1e-8, generator=gen(6))
@@ -103,7 +106,7 @@ def test_negative_dominant_eigenvalue_la_versus_official_magnitude():
 
 
 def test_official_estimator_with_finite_differences_on_a_quadratic_loss():
-    # A6 through the real pipeline: finite-difference HVPs of 1/2 w^T A w are exact up to the 0.995 factor
+    # the same through the real pipeline: finite-difference HVPs of 1/2 w^T A w are exact up to the 0.995 factor
     lam = torch.cat([torch.tensor([-12.0, 6.0]), torch.linspace(-3.0, 3.0, 58)])
     A, _ = spectrum_matrix(lam, seed=8)
 
@@ -197,7 +200,49 @@ def test_eigsh_reference_agrees_with_eigvalsh():
     assert ref.residuals.max() < 1e-8
 
 
+def test_eigsh_at_a_tolerance_stops_on_a_certified_residual():
+    # ARPACK's tol is the same relative Ritz-residual criterion as Lanczos' tol; the true residual bounds
+    # the error (Weyl): |theta - lambda| <= ||H u - theta u|| for a unit u
+    loss_fn, params, H = mlp_problem("tanh", widths=(6, 20, 4))
+    top = torch.linalg.eigvalsh(H)[-1].item()
+    op = HessianOperator(loss_fn, params)
+    res = eigsh_reference(op, k=1, tol=1e-3, generator=gen(31), true_residuals=False)
+    assert res.n_matvec == res.n_iter == op.n_matvec and torch.isnan(res.residuals).all()
+    bound = relative_residuals(op, res.eigenvalues, res.eigenvectors).item()
+    assert abs(res.eigenvalues.item() - top) / top <= bound < 1e-2
+    assert op.n_matvec == res.n_matvec + 1  # the certificate is one product
+
+
+def test_relative_residuals_of_known_pairs():
+    H = torch.diag(torch.tensor([4.0, 2.0, 1.0], dtype=F64))
+    u = torch.tensor([[1.0, 0.6], [0.0, 0.8], [0.0, 0.0]], dtype=F64)  # e_1 exact; a mix of e_1 and e_2
+    theta = torch.tensor([4.0, (0.36 * 4 + 0.64 * 2)], dtype=F64)  # their Rayleigh quotients
+    res = relative_residuals(DenseOperator(H), theta, u)
+    mixed = torch.linalg.vector_norm(H @ u[:, 1] - theta[1] * u[:, 1]).item() / theta[1].item()
+    assert res[0].item() == 0.0 and res[1].item() == pytest.approx(mixed, rel=1e-14) and mixed > 0.1
+
+
 # ---------------------------------------------------------------------------- the official estimator
+def test_official_stop_replays_the_rule():
+    # dummy n_0 = 1: 2.0 changes by 1.0 (> 1e-3 * 2), 2.5 by 0.5, 2.5005 by 5e-4 <= 2.5e-3: stop after 3
+    assert official_stop([2.0, 2.5, 2.5005, 2.6]) == 3
+    # a first norm within 1e-3 of the dummy 1.0 stops at once; a tiny norm (<= abs_tol) too
+    assert official_stop([1.0005, 3.0]) == 1
+    assert official_stop([0.5, 0.0009]) == 2
+    # never met: the whole trace
+    assert official_stop([3.0, 6.0, 12.0]) == 3
+
+
+def test_official_stop_on_a_trace_is_where_the_live_rule_stops():
+    lam = torch.cat([torch.tensor([5.0, 4.6]), torch.linspace(-1.0, 4.0, 60)])
+    H, _ = spectrum_matrix(lam, seed=32)
+    for seed in range(4):
+        live = official_power_iteration(DenseOperator(H), generator=gen(seed))
+        trace = official_power_iteration(DenseOperator(H), generator=gen(seed), rel_tol=0.0, abs_tol=0.0)
+        norms = [h[1][0] for h in trace.history]
+        assert official_stop(norms) == live.n_matvec and norms[live.n_matvec - 1] == live.eigenvalues.item()
+
+
 def test_official_dummy_norm_and_minimum_of_one_product():
     # ||H v|| = 1 for every unit v equals the dummy n_old = 1.0: the loop stops after one product
     one = official_power_iteration(DenseOperator(torch.eye(5, dtype=F64)), generator=gen(25))

@@ -1,4 +1,5 @@
-"""Acceptance checks A4-A5 (SPEC section 4A) and the stability map, on samedge_lib.quadratic."""
+"""samedge_lib.quadratic: one SAM step's per-eigendirection multipliers on a quadratic (A4), the 2-cycle a long
+SAM run converges to, sitting on the SAM-edge (A5), and the stability map."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from samedge_lib.config import preset_config
+from samedge_lib.config import TASKS, preset_config
 from samedge_lib.results import summarize
 from samedge_lib.train import run
 
@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--root", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--data-dir", type=Path)
-    ap.add_argument("--only", choices=("mnist", "cifar10", "shakespeare"))
+    ap.add_argument("--only", choices=TASKS)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every guard by this")
     ap.add_argument("--preset", default="paper", help="'smoke' checks this script quickly on a CPU")
     args = ap.parse_args()
