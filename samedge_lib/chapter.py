@@ -16,13 +16,16 @@ and draws; it never trains (it does not import :mod:`samedge_lib.train`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
+import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
 from . import claims as cl
+from . import plots
+from .notebook import PARAMETERS_METADATA_KEY, show_parameters
 from .results import (
     REACH,
     RunResult,
@@ -39,11 +42,15 @@ LOSS_DESCRIPTION = {
     "cross_entropy": "cross-entropy per token",
 }
 
-#: Output metadata key by which the book build finds a chapter's resolved parameters (it shows them in the
-#: "Parameters of this execution" box instead of the raw parameter cell).
-PARAMETERS_METADATA_KEY = "samedge_parameters"
-
-__all__ = ["ExperimentChapter", "label", "results_table", "setup_table", "show_parameters", "show_table"]
+__all__ = [
+    "PARAMETERS_METADATA_KEY",
+    "ExperimentChapter",
+    "label",
+    "results_table",
+    "setup_table",
+    "show_parameters",
+    "show_table",
+]
 
 #: Names of the two run sets every experiment chapter evaluates its claims on.
 LIVE, STORED = "live", "stored"
@@ -72,15 +79,6 @@ def show_table(df: pd.DataFrame, *, index: str = "run", transpose: bool = True) 
     out = df.set_index(index) if index in df else df
     out = out.map(_cell)
     display(out.T if transpose else out)
-
-
-def show_parameters(values: Mapping[str, object]) -> None:
-    """Show the values a chapter runs with (defaults resolved), tagged so the book's parameter box uses them."""
-    rows = "\n".join(f"| `{k}` | `{v!r}` |" for k, v in values.items())
-    display(
-        Markdown("| parameter | value |\n|---|---|\n" + rows),
-        metadata={PARAMETERS_METADATA_KEY: {k: repr(v) for k, v in values.items()}},
-    )
 
 
 def setup_table(results: Mapping[float, RunResult]) -> pd.DataFrame:
@@ -175,77 +173,145 @@ def coverage_table(results: Mapping[float, RunResult]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@dataclass(frozen=True)
+@dataclass
 class ExperimentChapter:
-    """One experiment chapter's claims machinery.
+    """One experiment chapter's shared machinery, around its live runs.
+
+    Construct it with the sweep's results; :meth:`claims` then evaluates every claim on the live runs, on each
+    extra view of them (``views``, e.g. the same runs measured on a fixed batch) and on the stored paper-scale
+    runs, and glues the verdicts. The ``show_*`` methods draw the figures and tables every experiment chapter
+    has, so a chapter's cells are its story and one call each.
 
     Attributes:
         number: the chapter number (glue keys are ``ch<number>_...``).
         task: the task whose stored paper-scale runs the chapter shows.
-        data: which measurements the chapter's statements use (``None``: full batch; ``"minibatch"``).
         made: the claims (keys of :data:`samedge_lib.claims.CLAIMS`) the chapter makes; the others are
             evaluated and reported with their verdicts, not asserted.
+        results: the live runs, ``{rho: run}`` (``rho = 0`` is GD or SGD).
+        main_rho: the radius the chapter's main statements are about.
+        preset: the preset the live runs were made at.
+        data: which measurements the chapter's statements use (``None``: each run's first kind, the full batch
+            for image tasks; ``"minibatch"``).
+        views: extra run sets over the same runs, ``{data kind: description}`` (their glue keys use the kind).
 
     """
 
     number: int
     task: str
-    data: str | None
     made: tuple[str, ...]
+    results: Mapping[float, RunResult]
+    main_rho: float
+    preset: str
+    data: str | None = None
+    views: Mapping[str, str] = field(default_factory=dict)
+    evaluations: pd.DataFrame = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         for key in self.made:
             cl.claim(key)  # raises on an unknown key
 
+    # -- claims -------------------------------------------------------------------------------------------
     def stored(self) -> dict[float, RunResult]:
         """The task's stored paper-scale runs, ``{rho: run}`` (empty if none)."""
         return {r.config.rho: r for r in stored_runs() if r.config.task == self.task}
 
-    def runsets(self, live: Mapping[float, RunResult], main_rho: float, preset: str) -> tuple[cl.RunSet, cl.RunSet]:
-        """The live runs and the stored paper-scale runs as the two run sets the claims are evaluated on."""
-        return (
-            cl.RunSet(LIVE, f"{preset} preset (this page)", live, main_rho, self.data),
-            cl.RunSet(STORED, "paper scale (stored)", self.stored(), main_rho, self.data),
-        )
+    @property
+    def runsets(self) -> list[cl.RunSet]:
+        """The run sets the claims are evaluated on: live, each view of the live runs, stored."""
+        return [
+            cl.RunSet(LIVE, f"{self.preset} preset (this page)", self.results, self.main_rho, self.data),
+            *(cl.RunSet(kind, desc, self.results, self.main_rho, kind) for kind, desc in self.views.items()),
+            cl.RunSet(STORED, "paper scale (stored)", self.stored(), self.main_rho, self.data),
+        ]
 
-    def evaluate(self, runsets: Sequence[cl.RunSet]) -> pd.DataFrame:
-        """Every claim on every run set (see :func:`samedge_lib.claims.evaluate`)."""
-        return cl.evaluate(runsets)
+    def claims(self) -> pd.DataFrame:
+        """Evaluate every claim on every run set and glue each verdict.
 
-    def glue(self, evaluations: pd.DataFrame) -> None:
-        """Glue each verdict sentence (``ch<n>_<claim>_<runset>``, Markdown) and value (``..._value``)."""
+        Glue keys: ``ch<n>_<claim>_<runset>`` (a Markdown sentence, ``**verdict**: numbers``), with ``_value`` (the
+        measured number) and ``_verdict`` (the verdict's words).
+        """
         from myst_nb import glue
 
-        for _, r in evaluations.iterrows():
+        self.evaluations = cl.evaluate(self.runsets)
+        for _, r in self.evaluations.iterrows():
             key = f"ch{self.number}_{r['claim']}_{r['runset']}"
-            e = cl.lookup(evaluations, r["claim"], r["runset"])
+            e = cl.lookup(self.evaluations, r["claim"], r["runset"])
             glue(key, Markdown(e.markdown), display=False)
             glue(f"{key}_value", float(e.value), display=False)
             glue(f"{key}_verdict", e.verdict.value, display=False)
+        return self.evaluations
 
-    def show_claims(self, evaluations: pd.DataFrame, runsets: Iterable[cl.RunSet]) -> None:
+    def show_claims(self) -> None:
         """The chapter's claims table: statement, criterion, claimed/reported, verdict and number per run set."""
-        descriptions = {rs.name: rs.description for rs in runsets}
-        table = cl.claims_table(evaluations, descriptions, self.made)
-        display(table.set_index("claim"))
+        descriptions = {rs.name: rs.description for rs in self.runsets}
+        display(cl.claims_table(self.evaluations, descriptions, self.made).set_index("claim"))
 
-    def check(self, evaluations: pd.DataFrame, preset: str) -> None:
+    def check(self) -> None:
         """Fail where a claim the chapter makes does not hold on the live runs.
 
         At the ``cpu`` preset every claim made must hold. At ``paper`` a claim may also be "not reached yet" (a
         run stopped early neither confirms nor refutes it; its verdict is shown). At ``smoke`` (seconds-long
         runs for the tests) the claims are evaluated and shown, not asserted.
         """
-        if preset == "smoke":
+        if self.preset == "smoke":
             return
-        cl.assert_claims(evaluations, self.made, LIVE, allow_not_reached=preset == "paper")
+        cl.assert_claims(self.evaluations, self.made, LIVE, allow_not_reached=self.preset == "paper")
+
+    # -- tables and figures ------------------------------------------------------------------------------------
+    def table(self, rho: float, data: str | None = None) -> pd.DataFrame:
+        """The measurements of the live run at ``rho`` on ``data`` (default: the chapter's)."""
+        return measurements_on(self.results[rho], data or self.data)
+
+    def _title(self, cfg_label: str) -> str:
+        return cfg_label + ("" if self.data is None else f" ({self.data} measurements)")
+
+    def show_setup(self) -> None:
+        """The configurations actually run (and the device that ran them), one column per run."""
+        show_table(setup_table(self.results))
+
+    def show_numbers(self, data: str | None = None) -> None:
+        """The quantitative table of the live runs on ``data`` (default: the chapter's)."""
+        show_table(results_table(self.results, data or self.data))
+
+    def show_gd(self) -> None:
+        """GD's (SGD's) top eigenvalues against ``2/eta``."""
+        fig, ax = plt.subplots()
+        plots.plot_eigenvalues(ax, self.table(0.0), title=self._title(label(self.results[0.0].config)))
+        plt.show()
+
+    def show_sam(self) -> None:
+        """The main SAM run: eigenvalues with its SAM-edge and ``2/eta``, a zoom on the edge, the alignments."""
+        plots.run_panel(self.table(self.main_rho), title=self._title(label(self.results[self.main_rho].config)))
+        plt.show()
+
+    def show_radii(self, *, collapse: bool = True) -> None:
+        """Every radius: ``lambda_1/edge`` over time, all checks against ``R(alpha)`` (if ``collapse``), the losses."""
+        sam_runs = {label(r.config): measurements_on(r, self.data) for rho, r in self.results.items() if rho > 0}
+        fig, axes = plt.subplots(1, 3 if collapse else 2, figsize=(17 if collapse else 13, 4))
+        plots.plot_tracking_ratio(axes[0], sam_runs, title=self._title("lambda_1 / SAM-edge"))
+        if collapse:
+            plots.plot_alpha_collapse(axes[1], sam_runs, title="all radii against R(alpha)")
+        losses = {label(r.config): r.steps for r in self.results.values()}
+        plots.plot_losses(axes[-1], losses, title="training loss")
+        plt.show()
+
+    def show_topk(self) -> None:
+        """Each tracked eigenvalue of the main SAM run divided by its edge."""
+        fig, ax = plt.subplots()
+        plots.plot_topk_over_edge(
+            ax, self.table(self.main_rho), title=f"top-k eigenvalues / SAM-edge, rho={self.main_rho:g}"
+        )
+        plt.show()
+
+    def show_estimator(self) -> None:
+        """The exact ``lambda_1`` against the paper's estimator at the same weights, main SAM run."""
+        fig, ax = plt.subplots()
+        title = f"SAM rho={self.main_rho:g}: exact vs official estimator"
+        plots.plot_estimators(ax, self.table(self.main_rho), title=title)
+        plt.show()
 
     def show_stored(self) -> None:
         """The stored paper-scale runs: how far each got, their numbers, and their sharpness against their edge."""
-        import matplotlib.pyplot as plt
-
-        from . import plots
-
         stored = self.stored()
         if not stored:
             display(Markdown(f"*No paper-scale {self.task} run is stored in `results/paper/`.*"))
@@ -258,22 +324,30 @@ class ExperimentChapter:
             draw(ax, measurements_on(res, self.data), title=f"paper scale: {label(res.config)}")
         plt.show()
 
-    def seed_band(
-        self, live: Mapping[float, RunResult], band: Mapping[int, Mapping[float, RunResult]], main_rho: float
-    ) -> pd.DataFrame:
+    # -- the seed band -----------------------------------------------------------------------------------------
+    def show_band(self, band: Mapping[int, Mapping[float, RunResult]]) -> None:
+        """The seed band: its table (:meth:`seed_band`) and every seed's ``lambda_1/edge`` at the main radius."""
+        show_table(self.seed_band(band), index="number", transpose=False)
+        seeds = {self.results[self.main_rho].config.seed: self.results, **band}
+        ratios = {f"seed {s}": measurements_on(r[self.main_rho], self.data) for s, r in seeds.items()}
+        fig, ax = plt.subplots()
+        plots.plot_tracking_ratio(ax, ratios, title=self._title(f"lambda_1 / SAM-edge, rho={self.main_rho:g}"))
+        plt.show()
+
+    def seed_band(self, band: Mapping[int, Mapping[float, RunResult]]) -> pd.DataFrame:
         """The headline numbers at every seed: one row per number, one column per seed, then median and spread.
 
-        The rows: SAM's median ``lambda_1/edge`` after the transient at ``main_rho`` (NaN where the edge was not
-        reached) and GD's median ``eta lambda_1/2`` over the last third. Glued as
-        ``ch<n>_band_sam`` / ``ch<n>_band_gd`` (Markdown sentences) and ``..._spread`` (numbers).
+        The rows: SAM's median ``lambda_1/edge`` after the transient at the main radius (NaN where the edge was
+        not reached) and GD's median ``eta lambda_1/2`` over the last third. Glued as ``ch<n>_band_sam`` /
+        ``ch<n>_band_gd`` (Markdown sentences) and ``..._spread`` (numbers).
         """
         from myst_nb import glue
 
-        runs = {live[main_rho].config.seed: live, **band}
+        runs = {self.results[self.main_rho].config.seed: self.results, **band}
         rows = {}
         for key, what, rho in (
-            ("sam", f"SAM ρ={main_rho:g}: median λ₁/edge after the transient", main_rho),
-            ("gd", f"{label(live[0.0].config)}: median ηλ₁/2 over the last third", 0.0),
+            ("sam", f"SAM ρ={self.main_rho:g}: median λ₁/edge after the transient", self.main_rho),
+            ("gd", f"{label(self.results[0.0].config)}: median ηλ₁/2 over the last third", 0.0),
         ):
             values = {}
             for seed, res in sorted(runs.items()):

@@ -21,7 +21,7 @@ Binder, papermill's ``--cwd``): :func:`repo_path` resolves the repository's own 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +184,19 @@ def repo_path(path: str | Path) -> Path:
     """
     p = Path(path).expanduser()
     return p if p.is_absolute() else REPO_ROOT / p
+
+
+#: Output metadata key by which the book build (``tools/execute_notebooks.py``) finds a chapter's resolved
+#: parameters and shows them in the "Parameters of this execution" box instead of the raw parameter cell.
+PARAMETERS_METADATA_KEY = "samedge_parameters"
+
+
+def show_parameters(values: Mapping[str, object]) -> None:
+    """Show the values a chapter runs with (defaults resolved), tagged so the book's parameter box uses them."""
+    from IPython.display import Markdown, display
+
+    rows = "\n".join(f"| `{k}` | `{v!r}` |" for k, v in values.items())
+    display(
+        Markdown("| parameter | value |\n|---|---|\n" + rows),
+        metadata={PARAMETERS_METADATA_KEY: {k: repr(v) for k, v in values.items()}},
+    )

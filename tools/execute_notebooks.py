@@ -32,7 +32,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from samedge_lib.chapter import PARAMETERS_METADATA_KEY  # noqa: E402
+from samedge_lib.notebook import PARAMETERS_METADATA_KEY  # noqa: E402
 
 #: Environment of the notebook kernels: no progress bars (they write to stderr, which fails the build).
 KERNEL_ENV = {"SAMEDGE_PROGRESS": "0"}
