@@ -311,7 +311,10 @@ def linear_thresholds(
     from ``c_i = 1``, ``v = 0`` for ``steps`` steps of :func:`~samedge_lib.updates.momentum_step` (all betas at
     once: one row of the parameter tensor per beta). Both rules are linear on a quadratic and act on each
     eigen-component separately, so every (beta, curvature) cell is its own experiment, and no edge formula is
-    used. A component within a relative ``d`` of the threshold changes by about ``exp(+-steps d)``, so
+    used. A component *grew* when its envelope (the largest ``|c_t|``) over the last quarter of the steps exceeds
+    that over the second quarter: comparing two late windows, not the start, keeps the transient of the
+    two-dimensional ``(c, v)`` recursion (which can amplify before it decays) out of the verdict. A component
+    within a relative ``d`` of the threshold changes between the windows by about ``exp(+-steps d / 2)``, so
     ``steps`` must be large against the inverse of the grid's relative spacing.
 
     Returns one row per beta: ``beta``, ``lower`` (the largest curvature whose component shrank) and ``upper``
@@ -335,12 +338,17 @@ def linear_thresholds(
     params = [torch.ones(b.numel(), lam.numel(), dtype=DTYPE)]
     velocity = None
     beta_col = b.unsqueeze(1)
-    for _ in range(steps):
+    early = torch.zeros_like(params[0])  # the envelope max |c_t| over the second quarter of the steps
+    late = torch.zeros_like(params[0])  # ... and over the last quarter
+    for t in range(steps):
         params, velocity, _ = momentum_step(
             params, velocity, grad_fn, eta, r, beta_col, nesterov=nesterov, normalized=False
         )
-    c = params[0].abs()
-    grew = (c > 1.0) | ~torch.isfinite(c)
+        if steps // 4 <= t < steps // 2:
+            early = torch.maximum(early, params[0].abs())
+        elif t >= steps - steps // 4:
+            late = torch.maximum(late, params[0].abs())
+    grew = (late > early) | ~torch.isfinite(late)
     rows = []
     for i, beta in enumerate(b.tolist()):
         idx = torch.nonzero(grew[i]).flatten()
