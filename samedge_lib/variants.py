@@ -22,7 +22,7 @@ quadratic picture: the sharpness there, and the gradient there against its quadr
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,6 @@ from .claims_variants import ESCAPE_STEPS, VariantRuns
 from .config import SWEEP_RHOS, RunConfig, preset_config
 from .eigen import lanczos
 from .experiments import run_all
-from .hessian import HessianOperator
 from .notebook import check_choice, check_number, check_preset
 from .results import REACH, RunResult, measurements_on
 from .runfolder import CHECKPOINT
@@ -240,15 +239,12 @@ def ascent_check(result: RunResult, data_dir: str | Path | None = None) -> dict[
     batch = task.batch_at(cfg.steps)
     params = [p.to(device) for p in state["params"]]
 
-    def loss_fn(ps: Sequence[torch.Tensor]) -> torch.Tensor:
-        return task.loss(ps, batch)
-
-    op = HessianOperator(loss_fn, params, method=cfg.hvp)
+    op = task.operator(params, batch, cfg.hvp)
     _, g = op.gradient()
     eps = (cfg.rho / (float(g.double().norm()) + 1e-5)) * g if cfg.optimizer == "sam" else cfg.rho * g
     h_eps = op.matvec(eps)
     shifted = [p + e for p, e in zip(params, op.unflatten(eps), strict=True)]
-    op_eps = HessianOperator(loss_fn, shifted, method=cfg.hvp)
+    op_eps = task.operator(shifted, batch, cfg.hvp)
     _, g_eps = op_eps.gradient()
     vecs = state.get("prev_vecs", {}).get(batch.kind)
     res = lanczos(
