@@ -120,12 +120,12 @@ class VariantsDesign(Design):
         full = grid == "full"
         refs = tuple(SWEEP_RHOS[TASK][base])
         ref_kw: dict[str, Any] = {"seed": seed}
-        new: dict[str, Any] = {"seed": seed}
-        if base == "cpu":
-            new.update(k=1, official_every=0)
-            if full:  # longer, so that ||g|| falls further while the runs sit on their edges
-                ref_kw.update(steps=1200, official_every=0)
-                new.update(steps=1200)
+        new: dict[str, Any] = {"seed": seed, "k": 1, "official_every": 0}
+        if base == "smoke":  # seconds for the tests: three checks per new run
+            new.update(measure_every=15)
+        elif full:  # longer, so that ||g|| falls further while the runs sit on their edges
+            ref_kw.update(steps=1200, official_every=0)
+            new.update(steps=1200)
         configs: dict[str, RunConfig] = {"gd": preset_config(TASK, base, **ref_kw)}
         for rho in refs:
             configs[f"sam/{rho:g}"] = preset_config(TASK, base, rho=rho, **ref_kw)
@@ -181,9 +181,9 @@ class PhaseDesign(Design):
         base = _base_preset(preset)
         eta0 = preset_config(TASK, base).eta
         reuse = {0.0, *SWEEP_RHOS[TASK][base]}  # the MNIST chapter's own runs: same configurations, reused
-        new: dict[str, Any] = {"seed": seed}
-        if base == "cpu":
-            new.update(k=1, official_every=0)
+        new: dict[str, Any] = {"seed": seed, "k": 1, "official_every": 0}
+        if base == "smoke":  # seconds for the tests: three checks per new run
+            new.update(measure_every=15)
         cells: list[tuple[float, float, dict[str, Any]]] = []
         if grid == "full":
             for eta, steps in ((eta0, 600), (round(0.4 * eta0, 12), 1500)):  # equal eta x steps
