@@ -154,7 +154,7 @@ def test_gd_with_momentum_that_never_sharpens_is_pre_eos_and_allowed():
     cv.check(ev, ["momentum_gd"], "live", "cpu")  # allowed: the prediction says "or pre-EoS"
 
 
-def _switch(growth_per_step: float) -> RunResult:
+def _switch(growth_per_step: float, settle: float = 1.0) -> RunResult:
     cfg = preset_config("mnist", "cpu", rho=0.1, sam_start=300, measure_after_switch=6, k=1, official_every=0)
     steps = np.array(sorted({*STEPS.tolist(), *range(300, 306)}))
     g = np.full(len(steps), 0.03)
@@ -163,7 +163,7 @@ def _switch(growth_per_step: float) -> RunResult:
     for j in range(1, 6):
         g[i0 + j] = 0.03 * growth_per_step**j
     edge = np.where(steps < 300, 2 / cfg.eta, sam_edge(g, cfg.eta, 0.1))
-    lam = edge.copy()
+    lam = np.where(steps >= 300, settle * edge, edge)
     return result(cfg, table(cfg, lam, edge, g=g, steps=steps)), a
 
 
@@ -174,9 +174,12 @@ def test_switch_claims_measure_the_escape_rate():
     rs = cv.VariantRuns("live", "", {"switch/0.1": run})
     v = _verdicts(rs, ["switch_first_step", "switch_five_steps", "switch_settles"])
     assert set(v.values()) == {cl.Verdict.HOLDS}
-    slow, _ = _switch(1.0)
+    slow, _ = _switch(1.0, settle=1.2)
     v = _verdicts(cv.VariantRuns("live", "", {"switch/0.1": slow}), ["switch_first_step", "switch_five_steps"])
     assert set(v.values()) == {cl.Verdict.FAILS}
+    ev = cv.evaluate([cv.VariantRuns("live", "", {"switch/0.1": slow})], ["switch_settles"])
+    e = cl.lookup(ev, "switch_settles", "live")
+    assert e.verdict is cl.Verdict.FAILS and e.value == pytest.approx(1.2)
 
 
 def _phase(eta: float, rho: float, factor: float = 1.0, g: np.ndarray = G) -> RunResult:
