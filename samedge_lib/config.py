@@ -47,6 +47,10 @@ MODEL_KEYS = {
 }
 
 
+#: Fields added after runs were stored, with their defaults: they enter the identity hash only when set.
+LATER_FIELDS: dict[str, Any] = {"momentum": 0.0, "nesterov": False, "sam_start": 0, "measure_after_switch": 0}
+
+
 class ConfigError(ValueError):
     """A run configuration field has a value that cannot be used."""
 
@@ -79,6 +83,14 @@ class RunConfig:
             ``"cross_entropy"`` (the Transformer).
         optimizer: ``"gd"`` (rho must be 0), ``"sam"`` (normalised, ``+1e-5``) or ``"usam"`` (unnormalised).
         eta: step size. rho: SAM radius (``r`` for USAM).
+        momentum: heavy-ball coefficient ``beta`` in ``[0, 1)``, in ``torch.optim.SGD``'s convention
+            (``v <- beta v + s``, ``w <- w - eta v``, with ``s`` the (SAM) gradient and ``v`` starting at 0);
+            0 = no momentum.
+        nesterov: Nesterov's variant (``w <- w - eta (s + beta v)``, as ``SGD(nesterov=True)``); needs momentum > 0.
+        sam_start: SAM (or USAM) switches on at this step; the steps before it are GD (with the same momentum).
+            0 = SAM from the first step.
+        measure_after_switch: also measure at each of the first this many steps from ``sam_start`` on (how fast
+            SAM leaves GD's edge); needs ``sam_start > 0``.
         batch_size: ``None`` = full batch; else minibatch size (the Transformer: 128 sequences).
         seed: seeds initialisation, data order and the solvers' random starts.
         steps: number of updates.
@@ -129,6 +141,10 @@ class RunConfig:
     checkpoint_seconds: float = 30.0
     grad_chunk: int | None = None
     max_loss: float = 1e6
+    momentum: float = 0.0
+    nesterov: bool = False
+    sam_start: int = 0
+    measure_after_switch: int = 0
     name: str = ""
 
     def validate(self) -> RunConfig:
@@ -175,7 +191,28 @@ class RunConfig:
         _positive("max_loss", self.max_loss)
         if not isinstance(self.tf32, bool):
             raise ConfigError(f"tf32 must be true or false, got {self.tf32!r}")
+        self._validate_variants()
         return self
+
+    def _validate_variants(self) -> None:
+        """Momentum, Nesterov and a late switch to SAM: the combinations the update rule defines."""
+        _positive("momentum", self.momentum, allow_zero=True)
+        if self.momentum >= 1:
+            raise ConfigError(
+                f"momentum={self.momentum!r} must lie in [0, 1) (beta >= 1 makes the velocity grow without bound)"
+            )
+        if not isinstance(self.nesterov, bool):
+            raise ConfigError(f"nesterov must be true or false, got {self.nesterov!r}")
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("nesterov=true needs momentum > 0 (e.g. momentum=0.9); without momentum it is plain SAM")
+        for name in ("sam_start", "measure_after_switch"):
+            _positive(name, getattr(self, name), integer=True, allow_zero=True)
+        if self.sam_start > 0 and self.optimizer == "gd":
+            raise ConfigError(f"sam_start={self.sam_start} needs optimizer 'sam' or 'usam' (GD switches nothing on)")
+        if self.sam_start >= self.steps:
+            raise ConfigError(f"sam_start={self.sam_start} must be below steps={self.steps}, or SAM never runs")
+        if self.measure_after_switch > 0 and self.sam_start == 0:
+            raise ConfigError("measure_after_switch > 0 needs sam_start > 0 (the step at which SAM switches on)")
 
     # -- identity -------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -192,16 +229,27 @@ class RunConfig:
         return cls(**data).validate()
 
     def identity(self) -> str:
-        """A short hash of every field that affects results (``name``, ``device`` and checkpointing excluded)."""
+        """A short hash of every field that affects results (``name``, ``device`` and checkpointing excluded).
+
+        The fields of :data:`LATER_FIELDS` enter the hash only when they differ from their defaults, so a
+        configuration that does not use them keeps the identity (and run folder) it had before they existed.
+        """
         d = self.to_dict()
         for key in ("name", "checkpoint_every", "checkpoint_seconds", "device"):
             d.pop(key)
+        for key, default in LATER_FIELDS.items():
+            if d[key] == default:
+                d.pop(key)
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
 
     def run_name(self) -> str:
         """Folder name of the run: readable prefix + identity hash."""
         label = self.optimizer if self.optimizer == "gd" else f"{self.optimizer}-rho{self.rho:g}"
+        if self.momentum > 0:
+            label += f"-{'nesterov' if self.nesterov else 'hb'}{self.momentum:g}"
+        if self.sam_start > 0:
+            label += f"-from{self.sam_start}"
         return f"{self.task}-{label}-eta{self.eta:g}-{self.identity()}"
 
     def replace(self, **changes: Any) -> RunConfig:

@@ -232,3 +232,71 @@ def edge_elasticity(alpha_value: ArrayLike) -> ArrayLike:
     """
     _check_nonnegative("alpha", alpha_value)
     return 2.0 / (alpha_value + 4.0 + _sqrt(alpha_value * (alpha_value + 4.0)))
+
+
+# ------------------------------------------------------------------------------------------------
+# Unnormalised SAM on a quadratic, the switch from GD to SAM, and the regimes of R(alpha). Derived and
+# proved equal to their sympy expressions in the book's chapters "SAM's variants" and "The phase diagram".
+# ------------------------------------------------------------------------------------------------
+def usam_multiplier(lam: ArrayLike, eta: ArrayLike, r: ArrayLike) -> ArrayLike:
+    """Per-eigendirection factor of one unnormalised-SAM step on a quadratic: ``1 - eta lam - eta r lam^2``.
+
+    USAM is exactly linear on a quadratic (``w+ - w* = (I - eta H - eta r H^2)(w - w*)``), so unlike SAM's
+    :func:`sam_multiplier` this does not depend on ``||g||``; any real ``lam`` (negative curvature too) is allowed.
+    """
+    _check_positive("eta", eta)
+    _check_nonnegative("r", r, "radius")
+    return 1.0 - eta * lam - eta * r * lam * lam
+
+
+def usam_negative_window(eta: ArrayLike, r: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
+    """The negative curvatures USAM is *attracted* along: ``(-(1 + sqrt(1 + 8 r/eta))/(2 r), -1/r)``.
+
+    Inside this interval ``|usam_multiplier| < 1`` although ``lam < 0``: the ascent step ``r g`` overshoots the
+    concave direction and the descent step then pulls back towards the saddle. Together with ``(0, usam_edge)``
+    it is the whole set where one USAM step shrinks a component. Needs ``r > 0``.
+    """
+    _check_positive("eta", eta)
+    _check_positive("r", r)
+    return -(1.0 + _sqrt(1.0 + 8.0 * r / eta)) / (2.0 * r), -1.0 / r
+
+
+def switch_growth(alpha_value: ArrayLike) -> ArrayLike:
+    """``1 + 2/alpha``: how fast SAM switched on at GD's edge (``lam1 = 2/eta``) grows the top component per step.
+
+    With ``lam1 = 2/eta`` the SAM multiplier is ``1 - 2 - eta rho (2/eta)^2/||g|| = -(1 + 2/alpha)`` at
+    ``alpha = eta ||g||/(2 rho)``: GD's period-2 orbit there (multiplier -1) turns into an exponential escape,
+    fastest when ``||g||`` is small (cf. Zhou et al. 2024, https://arxiv.org/abs/2410.10373).
+    """
+    _check_positive("alpha", alpha_value)
+    return 1.0 + 2.0 / alpha_value
+
+
+def alpha_of_ratio(ratio: ArrayLike) -> ArrayLike:
+    """The inverse of :func:`edge_ratio`: ``alpha = R^2/(1 - R)`` for ``0 <= R < 1``, from ``R^2 + alpha R = alpha``."""
+    r = _as_checkable(ratio)
+    if np.isnan(r).any() or (r < 0).any() or (r >= 1).any():
+        raise ValueError(f"ratio must lie in [0, 1), got {ratio!r}")
+    return ratio * ratio / (1.0 - ratio)
+
+
+def regime_bounds(tol: float = 0.1) -> tuple[float, float]:
+    """The ``alpha`` below which the SAM-edge is square-root-like and above which it is GD-like, within ``tol``.
+
+    Square-root regime: ``R >= (1 - tol) sqrt(alpha)``, i.e. ``alpha <= (1/(1 - tol) - (1 - tol))^2``
+    (0.0446 at 10 %); GD-like: ``R >= 1 - tol``, i.e. ``alpha >= (1 - tol)^2/tol`` (8.1 at 10 %). The
+    crossover in between has ``R(1/2) = 1/2``: the SAM-edge is ``1/eta``, half of GD's ``2/eta``.
+    """
+    if not 0 < tol < 1:
+        raise ValueError(f"tol must lie in (0, 1), got {tol!r}")
+    keep = 1.0 - tol
+    return (1.0 / keep - keep) ** 2, keep * keep / tol
+
+
+def edge_regime(alpha_value: float, tol: float = 0.1) -> str:
+    """``"square-root"``, ``"crossover"`` or ``"GD-like"``: where ``alpha`` lies relative to :func:`regime_bounds`."""
+    _check_nonnegative("alpha", alpha_value)
+    low, high = regime_bounds(tol)
+    if alpha_value <= low:
+        return "square-root"
+    return "GD-like" if alpha_value >= high else "crossover"

@@ -10,9 +10,14 @@ settles on a period-2 orbit along the top eigenvector with ``lam1 == SAM-edge(||
   eigen-components at every step;
 * :func:`stability_map`: grow/shrink of one eigen-component after one actual SAM step, over a grid of
   ``alpha = eta ||g|| / (2 rho)`` and ``eta lam / 2``; :func:`stability_boundary` and
-  :func:`boundary_distance` compare the observed boundary with the SAM-edge curve.
+  :func:`boundary_distance` compare the observed boundary with the SAM-edge curve;
+* :func:`variant_run`: the same for SAM's variants -- unnormalised SAM, heavy-ball or Nesterov momentum, and
+  GD that switches to SAM at a given step (the book's chapter on SAM's variants);
+* :func:`linear_thresholds`: where unnormalised SAM (or GD) with momentum stops converging, observed on long
+  runs over a grid of curvatures. On a quadratic these rules are linear, so the observed threshold is the
+  exact stability boundary of the rule, with no formula involved.
 
-The SAM step is always :func:`samedge_lib.updates.sam_step` and every edge value comes from
+The steps are always those of :mod:`samedge_lib.updates` and every edge value comes from
 :mod:`samedge_lib.edges`; nothing here re-implements either.
 
 By default the runs use the *analysed* SAM rule, ``rho g / ||g||`` (``eps = 0``). The official code adds
@@ -30,8 +35,8 @@ import pandas as pd
 import torch
 from torch.func import vmap
 
-from .edges import edge_ratio, sam_edge
-from .updates import Params, sam_step
+from .edges import edge_ratio, momentum_sam_edge, momentum_usam_edge
+from .updates import Params, gd_step, momentum_step, sam_step, usam_step
 
 DTYPE = torch.float64
 
@@ -150,9 +155,12 @@ class QuadraticRun:
     Attributes:
         eta, rho, eps: the hyperparameters of the run.
         eigenvalues: the spectrum of the quadratic (numpy, float64).
-        loss, grad_norm, sam_edge: per step, shape ``(steps,)``; the SAM-edge is ``2/eta`` when ``rho = 0``.
+        loss, grad_norm, sam_edge: per step, shape ``(steps,)``; ``sam_edge`` is the edge of the rule that took
+            the step: the SAM-edge (``2/eta`` when ``rho = 0``), the USAM edge for unnormalised SAM, each at the
+            effective step size of the momentum (:func:`samedge_lib.edges.effective_eta`).
         components: ``c_{i,t}``, shape ``(steps + 1, dim)`` (the last row is the final iterate).
         w_final: the final iterate.
+        beta, nesterov, normalized, sam_start: the variant (:func:`variant_run`); the defaults are plain SAM.
 
     """
 
@@ -165,6 +173,10 @@ class QuadraticRun:
     sam_edge: np.ndarray
     components: np.ndarray
     w_final: torch.Tensor
+    beta: float = 0.0
+    nesterov: bool = False
+    normalized: bool = True
+    sam_start: int = 0
 
     def multipliers(self) -> np.ndarray:
         """Observed per-step multipliers ``c_{i,t+1} / c_{i,t}``, shape ``(steps, dim)``."""
@@ -201,6 +213,31 @@ def sam_run(
     theory analyses (the default here), ``1e-5`` the official code's. The SAM-edge is taken at the current
     iterate with :func:`samedge_lib.edges.sam_edge` (no ``eps``), as the official code does.
     """
+    return variant_run(quad, w0, eta, rho, steps, eps=eps)
+
+
+def variant_run(
+    quad: Quadratic,
+    w0: Sequence[float] | np.ndarray | torch.Tensor,
+    eta: float,
+    rho: float,
+    steps: int,
+    *,
+    beta: float = 0.0,
+    nesterov: bool = False,
+    normalized: bool = True,
+    sam_start: int = 0,
+    eps: float = 0.0,
+) -> QuadraticRun:
+    """Run ``steps`` steps of a SAM variant on ``quad`` from ``w0``, in float64.
+
+    ``normalized=False`` is unnormalised SAM (``rho`` is then its ``r``); ``beta > 0`` adds heavy-ball momentum
+    (Nesterov's with ``nesterov=True``) in ``torch.optim.SGD``'s convention, the velocity starting at zero;
+    the steps before ``sam_start`` are GD's (with the same momentum). Without momentum the steps are
+    :func:`~samedge_lib.updates.sam_step`, :func:`~samedge_lib.updates.usam_step` or
+    :func:`~samedge_lib.updates.gd_step`, with momentum :func:`~samedge_lib.updates.momentum_step`. The recorded
+    edge is the one of the rule that took each step (see :class:`QuadraticRun`).
+    """
     if not (isinstance(steps, int) and steps >= 1):
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if not eta > 0:
@@ -209,20 +246,40 @@ def sam_run(
         raise ValueError(f"rho must be >= 0, got {rho!r}")
     if not eps >= 0:
         raise ValueError(f"eps must be >= 0, got {eps!r}")
+    if not 0 <= beta < 1:
+        raise ValueError(f"beta must lie in [0, 1), got {beta!r}")
+    if nesterov and beta == 0:
+        raise ValueError("nesterov=True needs beta > 0")
+    if not (isinstance(sam_start, int) and 0 <= sam_start < steps):
+        raise ValueError(f"sam_start must be an integer in [0, steps), got {sam_start!r}")
     w = _as_vector("w0", w0, quad.dim)
     loss = np.empty(steps)
     gnorm = np.empty(steps)
+    edge = np.empty(steps)
     comps = np.empty((steps + 1, quad.dim))
     comps[0] = quad.components(w).numpy()
-    params = [w]
+    params, velocity = [w], None
     for t in range(steps):
-        params, info = sam_step(params, quad.grad_fn, eta, rho, eps=eps)
+        rho_t = rho if t >= sam_start else 0.0
+        if beta > 0:
+            params, velocity, info = momentum_step(
+                params, velocity, quad.grad_fn, eta, rho_t, beta, nesterov=nesterov, normalized=normalized, eps=eps
+            )
+        elif rho_t == 0:
+            params, info = gd_step(params, quad.grad_fn, eta)
+        elif normalized:
+            params, info = sam_step(params, quad.grad_fn, eta, rho_t, eps=eps)
+        else:
+            params, info = usam_step(params, quad.grad_fn, eta, rho_t)
         loss[t] = info.loss.item()
         gnorm[t] = info.grad_norm.item()
+        if normalized or rho_t == 0:
+            edge[t] = momentum_sam_edge(gnorm[t], eta, rho_t, beta, nesterov)
+        else:
+            edge[t] = momentum_usam_edge(eta, rho_t, beta, nesterov)
         comps[t + 1] = quad.components(params[0]).numpy()
         if not np.isfinite(comps[t + 1]).all():
             raise FloatingPointError(f"the SAM run diverged at step {t} (eta={eta}, rho={rho}); lower eta or rho")
-    edge = sam_edge(gnorm, eta, rho)
     return QuadraticRun(
         eta=float(eta),
         rho=float(rho),
@@ -230,10 +287,78 @@ def sam_run(
         eigenvalues=quad.eigenvalues.numpy().copy(),
         loss=loss,
         grad_norm=gnorm,
-        sam_edge=np.asarray(edge, dtype=float),
+        sam_edge=edge,
         components=comps,
         w_final=params[0],
+        beta=float(beta),
+        nesterov=bool(nesterov),
+        normalized=bool(normalized),
+        sam_start=int(sam_start),
     )
+
+
+def linear_thresholds(
+    curvatures: Sequence[float] | np.ndarray,
+    eta: float,
+    r: float,
+    betas: Sequence[float] | np.ndarray,
+    nesterov: bool = False,
+    steps: int = 4000,
+) -> pd.DataFrame:
+    """Where unnormalised SAM (``r > 0``) or GD (``r = 0``) with momentum ``beta`` stops converging, for each beta.
+
+    For every ``beta`` a diagonal quadratic whose eigenvalues are ``curvatures`` (positive, increasing) is run
+    from ``c_i = 1``, ``v = 0`` for ``steps`` steps of :func:`~samedge_lib.updates.momentum_step` (all betas at
+    once: one row of the parameter tensor per beta). Both rules are linear on a quadratic and act on each
+    eigen-component separately, so every (beta, curvature) cell is its own experiment, and no edge formula is
+    used. A component *grew* when its envelope (the largest ``|c_t|``) over the last quarter of the steps exceeds
+    that over the second quarter: comparing two late windows, not the start, keeps the transient of the
+    two-dimensional ``(c, v)`` recursion (which can amplify before it decays) out of the verdict. A component
+    within a relative ``d`` of the threshold changes between the windows by about ``exp(+-steps d / 2)``, so
+    ``steps`` must be large against the inverse of the grid's relative spacing.
+
+    Returns one row per beta: ``beta``, ``lower`` (the largest curvature whose component shrank) and ``upper``
+    (the smallest that grew); the threshold lies between them. Raises ValueError unless each row holds exactly
+    one switch from shrinking to growing.
+    """
+    lam = _as_vector("curvatures", curvatures)
+    if lam.numel() < 2 or not bool((lam > 0).all()) or not bool((lam.diff() > 0).all()):
+        raise ValueError("curvatures must be at least 2 positive, strictly increasing values")
+    b = _as_vector("betas", betas)
+    if not bool(((b >= 0) & (b < 1)).all()) or (nesterov and not bool((b > 0).all())):
+        raise ValueError(f"betas must lie in [0, 1) ((0, 1) with nesterov), got {betas!r}")
+    if not (eta > 0 and r >= 0 and isinstance(steps, int) and steps >= 1):
+        raise ValueError(f"need eta > 0, r >= 0 and an integer steps >= 1; got eta={eta}, r={r}, steps={steps}")
+    h = lam.unsqueeze(0)  # the diagonal Hessian, shared by every row
+
+    def grad_fn(params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, Params]:
+        (w,) = params  # elementwise: an overflowing cell becomes inf/nan without touching the others
+        return 0.5 * (h * w * w).sum(), [h * w]
+
+    params = [torch.ones(b.numel(), lam.numel(), dtype=DTYPE)]
+    velocity = None
+    beta_col = b.unsqueeze(1)
+    early = torch.zeros_like(params[0])  # the envelope max |c_t| over the second quarter of the steps
+    late = torch.zeros_like(params[0])  # ... and over the last quarter
+    for t in range(steps):
+        params, velocity, _ = momentum_step(
+            params, velocity, grad_fn, eta, r, beta_col, nesterov=nesterov, normalized=False
+        )
+        if steps // 4 <= t < steps // 2:
+            early = torch.maximum(early, params[0].abs())
+        elif t >= steps - steps // 4:
+            late = torch.maximum(late, params[0].abs())
+    grew = (late > early) | ~torch.isfinite(late)
+    rows = []
+    for i, beta in enumerate(b.tolist()):
+        idx = torch.nonzero(grew[i]).flatten()
+        if idx.numel() == 0 or idx[0] == 0 or not bool(grew[i, int(idx[0]) :].all()):
+            raise ValueError(
+                f"beta={beta:g}: the curvature grid must straddle exactly one shrink/grow switch; widen or refine it"
+            )
+        k = int(idx[0])
+        rows.append({"beta": beta, "lower": float(lam[k - 1]), "upper": float(lam[k])})
+    return pd.DataFrame(rows)
 
 
 @dataclass
@@ -371,8 +496,10 @@ __all__ = [
     "QuadraticRun",
     "StabilityMap",
     "boundary_distance",
+    "linear_thresholds",
     "random_orthogonal",
     "sam_run",
     "stability_boundary",
     "stability_map",
+    "variant_run",
 ]

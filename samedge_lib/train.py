@@ -3,14 +3,17 @@
 One call of :func:`run` turns a :class:`~samedge_lib.config.RunConfig` into a run folder (layout and
 commit protocol in :mod:`samedge_lib.runfolder`) holding
 
-* ``measurements.csv`` -- one row per (measurement step, data): loss, accuracy, ``||g||``, SAM-edge,
-  ``2/eta``, alpha, the top-k eigenvalues with residuals and matvec counts, alignments of ``g`` and
-  of the SAM gradient with ``v1``, the official estimator when asked for, test metrics, and a
-  ``data`` column saying which data each number was measured on;
+* ``measurements.csv`` -- one row per (measurement step, data): loss, accuracy, ``||g||``, the SAM-edge
+  of the paper's formula at the run's ``eta``, ``rho`` and ``||g||`` (``sam_edge``), the run's own edge
+  (``edge``: GD's, SAM's or USAM's, at the effective step size of its momentum, and GD's before
+  ``sam_start``), ``2/eta``, alpha, the top-k eigenvalues with residuals and matvec counts, the collapse
+  variable ``Lambda`` that equals 1 on the run's edge (``collapse``), alignments of ``g`` and of the SAM
+  gradient with ``v1``, the official estimator when asked for, test metrics, and a ``data`` column saying
+  which data each number was measured on;
 * ``steps.csv`` -- every step's loss, ``||g||`` and edge (free: SAM computes ``g`` anyway);
 * ``status.json`` -- ``running`` / ``finished`` / ``diverged`` / ``interrupted`` / ``failed`` (with the
   step and the reason), and how many steps and measurement rows are saved;
-* ``checkpoint.pt`` -- parameters, RNG state, the last eigenvectors and every row so far;
+* ``checkpoint.pt`` -- parameters, the momentum buffer, RNG state, the last eigenvectors and every row so far;
 * ``config.json`` and ``provenance.json`` (commit, versions, device, dtype/TF32, timings).
 
 Measurements happen at steps ``0, m, 2m, ...`` and at the last step, at ``w_t`` on the batch the
@@ -20,7 +23,7 @@ update at step ``t`` uses, *before* that update (as the official code's ``hessia
 (:attr:`~samedge_lib.config.RunConfig.checkpoint_seconds`, adapted so that committing costs under 2 %
 of the run), when the run ends, stops or fails. A run killed at any instant resumes from its last
 commit and produces exactly the results of an uninterrupted run (bitwise on the CPU: every non-timing
-column, the parameters, the RNG state and the eigenvectors). A Python error or Ctrl-C is met by
+column, the parameters, the momentum buffer, the RNG state and the eigenvectors). A Python error or Ctrl-C is met by
 committing the last boundary first, so nothing measured before it is lost. A finished or diverged
 configuration is loaded, not recomputed, unless ``force``. One process at a time computes in a folder
 (:func:`samedge_lib.runfolder.locked`).
@@ -44,11 +47,19 @@ from tqdm import tqdm
 from . import provenance
 from . import runfolder as rf
 from .config import ConfigError, RunConfig
-from .edges import alpha, gd_edge, sam_edge, usam_edge
+from .edges import (
+    alpha,
+    collapse_variable,
+    effective_eta,
+    gd_edge,
+    momentum_sam_edge,
+    momentum_usam_edge,
+    sam_edge,
+)
 from .eigen import lanczos, official_power_iteration
 from .runfolder import RunResult, load_run, runs_root
 from .tasks import Batch, Task, build_task
-from .updates import StepInfo, gd_step, global_norm, sam_gradient, sam_step, usam_step
+from .updates import StepInfo, add_scaled, gd_step, global_norm, momentum_step, sam_gradient, sam_step, usam_step
 
 __all__ = [
     "DeviceError",
@@ -111,6 +122,7 @@ class _Boundary:
     next_step: int
     measured: bool  # the measurement at next_step (if one is due) is already in the rows
     params: list[torch.Tensor]
+    velocity: list[torch.Tensor] | None  # the momentum buffer (None: no momentum, or before the first step)
     gen_state: torch.Tensor
     prev_vecs: dict[str, torch.Tensor]
     n_measurements: int
@@ -139,6 +151,7 @@ class _Runner:
             raise ConfigError(str(err)) from err
         self.gen = torch.Generator().manual_seed(cfg.seed + 12345)
         self.params = self.task.params
+        self.velocity: list[torch.Tensor] | None = None
         self.prev_vecs: dict[str, torch.Tensor] = {}
         self.measurements: list[dict] = []
         self.steps_log: list[dict] = []
@@ -166,6 +179,7 @@ class _Runner:
             self.next_step,
             self.measured,
             list(self.params),
+            None if self.velocity is None else list(self.velocity),
             self.gen.get_state(),
             dict(self.prev_vecs),
             len(self.measurements),
@@ -179,6 +193,7 @@ class _Runner:
         b = self.boundary
         self.next_step, self.measured = b.next_step, b.measured
         self.params = list(b.params)
+        self.velocity = None if b.velocity is None else list(b.velocity)
         self.gen.set_state(b.gen_state)
         self.prev_vecs = dict(b.prev_vecs)
         del self.measurements[b.n_measurements :]
@@ -192,27 +207,75 @@ class _Runner:
         """
         return self.task.grad_fn(batch, self.cfg.grad_chunk)
 
-    def update(self, step: int) -> tuple[list[torch.Tensor], StepInfo]:
-        """One GD/SAM/USAM update on the batch of ``step``: the new parameters (``self.params`` is not changed)."""
+    def rho_at(self, step: int) -> float:
+        """The radius the update of ``step`` uses: 0 for GD and for the GD steps before ``sam_start``."""
+        cfg = self.cfg
+        return 0.0 if cfg.optimizer == "gd" or step < cfg.sam_start else cfg.rho
+
+    def update(self, step: int) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, StepInfo]:
+        """One update on the batch of ``step``: the new parameters and velocity (``self`` is not changed).
+
+        Without momentum: GD, SAM or USAM (:mod:`samedge_lib.updates`); with momentum, the same gradient
+        stepped through a heavy-ball or Nesterov buffer (:func:`samedge_lib.updates.momentum_step`). Before
+        ``sam_start`` the step is GD's.
+        """
         batch = self.task.batch_at(step)
         grad_fn = self.grad_fn_for(batch)
         cfg = self.cfg
-        if cfg.optimizer == "gd":
+        rho = self.rho_at(step)
+        if cfg.momentum > 0:
+            new, velocity, info = momentum_step(
+                self.params,
+                self.velocity,
+                grad_fn,
+                cfg.eta,
+                rho,
+                cfg.momentum,
+                nesterov=cfg.nesterov,
+                normalized=cfg.optimizer != "usam",
+            )
+            return [p.detach() for p in new], [v.detach() for v in velocity], info
+        if rho == 0:
             new, info = gd_step(self.params, grad_fn, cfg.eta)
         elif cfg.optimizer == "sam":
-            new, info = sam_step(self.params, grad_fn, cfg.eta, cfg.rho)
+            new, info = sam_step(self.params, grad_fn, cfg.eta, rho)
         else:
-            new, info = usam_step(self.params, grad_fn, cfg.eta, cfg.rho)
-        return [p.detach() for p in new], info
+            new, info = usam_step(self.params, grad_fn, cfg.eta, rho)
+        return [p.detach() for p in new], None, info
 
-    def edge_of(self, grad_norm: float) -> float:
-        """The run's own edge: 2/eta (GD), the SAM-edge (SAM) or the USAM edge; NaN for a non-finite ``||g||``."""
+    @property
+    def eta_eff(self) -> float:
+        """The step size of the momentum-free rule with the same edge (``eta`` itself without momentum)."""
         cfg = self.cfg
-        if cfg.optimizer == "usam":
-            return float(usam_edge(cfg.eta, cfg.rho))
+        return float(effective_eta(cfg.eta, cfg.momentum, cfg.nesterov)) if cfg.momentum > 0 else cfg.eta
+
+    def edge_of(self, grad_norm: float, step: int) -> float:
+        """The edge of the update of ``step``; NaN for a non-finite ``||g||``.
+
+        ``2/eta`` (GD), the SAM-edge (SAM) or the USAM edge, each at the momentum's effective step size
+        (:func:`samedge_lib.edges.effective_eta`): ``2 (1 + beta)/eta`` for GD with heavy-ball momentum, ...
+        """
+        cfg = self.cfg
+        rho = self.rho_at(step)
+        if cfg.optimizer == "usam" and rho > 0:
+            return float(momentum_usam_edge(cfg.eta, rho, cfg.momentum, cfg.nesterov))
         if math.isnan(grad_norm):
             return math.nan
-        return float(sam_edge(grad_norm, cfg.eta, cfg.rho))
+        return float(momentum_sam_edge(grad_norm, cfg.eta, rho, cfg.momentum, cfg.nesterov))
+
+    def collapse_of(self, lam1: float, grad_norm: float, step: int) -> float:
+        """``Lambda = (eta_eff/2) lam1 (1 + rho lam1/||g||)``, exactly 1 on the edge of the update of ``step``.
+
+        USAM puts its ``r`` in place of ``rho/||g||``; GD (``rho = 0``) gives ``eta_eff lam1 / 2``.
+        """
+        rho = self.rho_at(step)
+        if not (math.isfinite(lam1) and math.isfinite(grad_norm)) or lam1 < 0:
+            return math.nan
+        if self.cfg.optimizer == "usam" and rho > 0:
+            return float(collapse_variable(lam1, 1.0, self.eta_eff, rho))
+        if rho > 0 and grad_norm == 0:
+            return math.nan
+        return float(collapse_variable(lam1, grad_norm if rho > 0 else 1.0, self.eta_eff, rho))
 
     # -- measurement ------------------------------------------------------------------------
     def measure(self, step: int) -> tuple[list[dict], dict[str, torch.Tensor]]:
@@ -253,10 +316,11 @@ class _Runner:
         v1 = res.eigenvectors[:, 0]
         grad_fn = self.grad_fn_for(batch)
         g_list = op.unflatten(g_flat)
-        if cfg.optimizer == "usam":
-            _, g_upd = grad_fn([p + cfg.rho * g for p, g in zip(self.params, g_list, strict=True)])
+        rho = self.rho_at(step)
+        if cfg.optimizer == "usam" and rho > 0:
+            _, g_upd = grad_fn(add_scaled(self.params, g_list, rho))
         else:
-            g_upd = sam_gradient(self.params, g_list, grad_fn, cfg.rho)
+            g_upd = sam_gradient(self.params, g_list, grad_fn, rho)
         row: dict[str, Any] = {
             "step": step,
             "data": batch.kind,
@@ -271,7 +335,7 @@ class _Runner:
             grad_norm=g_norm,
             sam_grad_norm=float(global_norm(g_upd)),
             sam_edge=float(sam_edge(g_norm, cfg.eta, cfg.rho)) if cfg.optimizer != "usam" and finite_g else math.nan,
-            edge=self.edge_of(g_norm),
+            edge=self.edge_of(g_norm, step),
             gd_edge=float(gd_edge(cfg.eta)),
             alpha=math.inf if cfg.rho == 0 else float(alpha(g_norm, cfg.eta, cfg.rho)) if finite_g else math.nan,
         )
@@ -279,6 +343,7 @@ class _Runner:
             row[f"lambda_{i + 1}"] = float(res.eigenvalues[i])
             row[f"residual_{i + 1}"] = float(res.residuals[i])
         row.update(
+            collapse=self.collapse_of(row["lambda_1"], g_norm, step),
             lanczos_matvecs=int(res.n_matvec),
             lanczos_converged=bool(res.converged),
             align_g=_abs_cos(g_flat, v1),
@@ -311,6 +376,7 @@ class _Runner:
             "measured": self.measured,
             "status": status,
             "params": [p.detach().cpu() for p in self.params],
+            "velocity": None if self.velocity is None else [v.detach().cpu() for v in self.velocity],
             "gen_state": self.gen.get_state(),
             "prev_vecs": {k: v.detach().cpu() for k, v in self.prev_vecs.items()},
             "measurements": list(self.measurements),
@@ -393,6 +459,8 @@ class _Runner:
         if problem:
             raise rf.checkpoint_refused(ckpt, problem)
         self.params = [p.to(self.device) for p in state["params"]]
+        velocity = state.get("velocity")
+        self.velocity = None if velocity is None else [v.to(self.device) for v in velocity]
         self.gen.set_state(state["gen_state"])
         self.prev_vecs = {k: v.to(self.device) for k, v in state["prev_vecs"].items()}
         self.measurements = list(state["measurements"])
@@ -435,6 +503,9 @@ class _Runner:
         for i, (p, w) in enumerate(zip(params, want, strict=True)):
             if not isinstance(p, torch.Tensor) or p.shape != w.shape or p.dtype != w.dtype:
                 return f"parameter {i} is not a {w.dtype} tensor of shape {list(w.shape)}"
+        problem = self._check_velocity(s.get("velocity"), step, want)
+        if problem:
+            return problem
         gen = s.get("gen_state")
         ref = self.gen.get_state()
         if not isinstance(gen, torch.Tensor) or gen.dtype != torch.uint8 or gen.shape != ref.shape:
@@ -461,10 +532,28 @@ class _Runner:
             return "its session list is malformed"
         return ""
 
+    def _check_velocity(self, velocity: Any, step: int, want: Sequence[torch.Tensor]) -> str:
+        """What is wrong with a checkpoint's momentum buffer for this run at ``step`` ("" when nothing).
+
+        Without momentum there is none; with momentum there is none before the first step and one tensor
+        per parameter (same shape and dtype) after it. Checkpoints written before momentum existed hold no
+        ``velocity`` key, which reads as none.
+        """
+        if self.cfg.momentum == 0 or step == 0:
+            return "" if velocity is None else "it holds a momentum buffer this run does not have"
+        if not isinstance(velocity, list) or len(velocity) != len(want):
+            return f"its momentum buffer is not a list of {len(want)} tensors"
+        for i, (v, w) in enumerate(zip(velocity, want, strict=True)):
+            if not isinstance(v, torch.Tensor) or v.shape != w.shape or v.dtype != w.dtype:
+                return f"momentum buffer {i} is not a {w.dtype} tensor of shape {list(w.shape)}"
+        return ""
+
     # -- the loop -----------------------------------------------------------------------------
     def is_measure_step(self, step: int) -> bool:
-        """Steps 0, m, 2m, ... and the final iterate (step == steps)."""
-        return step % self.cfg.measure_every == 0 or step == self.cfg.steps
+        """Steps 0, m, 2m, ..., the final iterate (step == steps) and the steps right after SAM switches on."""
+        cfg = self.cfg
+        after_switch = cfg.sam_start <= step < cfg.sam_start + cfg.measure_after_switch
+        return step % cfg.measure_every == 0 or step == cfg.steps or after_switch
 
     def loop(self, stop_after: int | None = None, max_seconds: float | None = None) -> dict[str, Any]:
         """Run from the current boundary to the end; return the status to commit.
@@ -533,15 +622,22 @@ class _Runner:
     def _update_step(self, step: int, t0: float) -> None:
         """Take the update of ``step`` and apply it (or record the divergence it shows)."""
         cfg = self.cfg
-        new_params, info = self.update(step)
+        new_params, new_velocity, info = self.update(step)
         rf.fault_point("updated")
         loss = float(info.loss)
         g_norm = float(info.grad_norm)
         self.elapsed += time.perf_counter() - t0
         self.steps_log.append(
-            {"step": step, "loss": loss, "grad_norm": g_norm, "edge": self.edge_of(g_norm), "wall_time": self.elapsed}
+            {
+                "step": step,
+                "loss": loss,
+                "grad_norm": g_norm,
+                "edge": self.edge_of(g_norm, step),
+                "wall_time": self.elapsed,
+            }
         )
         self.params = new_params
+        self.velocity = new_velocity
         self.next_step = step + 1
         self.measured = False
         self.mark_boundary()

@@ -100,6 +100,9 @@ def _assert_same_run(ref: train.RunResult, got: train.RunResult) -> None:
     cb = torch.load(got.path / rf.CHECKPOINT, weights_only=True)
     for pa, pb in zip(ca["params"], cb["params"], strict=True):
         assert torch.equal(pa, pb)
+    assert (ca["velocity"] is None) == (cb["velocity"] is None)
+    for va, vb in zip(ca["velocity"] or [], cb["velocity"] or [], strict=True):
+        assert torch.equal(va, vb)
     assert torch.equal(ca["gen_state"], cb["gen_state"])
     assert ca["prev_vecs"].keys() == cb["prev_vecs"].keys()
     for key in ca["prev_vecs"]:
@@ -146,6 +149,23 @@ def test_kill_at_any_instant_resumes_to_the_uninterrupted_run(tmp_path, cached_m
         f"commit), {len(instants)} distinct instants, {resumed_identical} resumes identical"
     )
     assert resumed_identical == len(kills)
+
+
+@pytest.mark.parametrize("nesterov", [False, True], ids=["heavy-ball", "nesterov"])
+def test_momentum_run_killed_anywhere_resumes_to_the_uninterrupted_run(tmp_path, cached_mnist, nesterov):
+    """The momentum buffer is part of the commit: a run killed inside an update, a measurement or a commit
+    resumes to the uninterrupted run's tables, parameters and buffer, bitwise; so does a late switch to SAM."""
+    cfg = _cfg(momentum=0.8, nesterov=nesterov, sam_start=2, measure_after_switch=2)
+    ref, names = _counting_run(cfg, tmp_path / "ref")
+    assert torch.load(ref.path / rf.CHECKPOINT, weights_only=True)["velocity"] is not None
+    rng = random.Random(SEED + 2 + nesterov)
+    updates = [i for i, name in enumerate(names) if name == "updated"]
+    kills = sorted({*rng.sample(range(len(names)), 6), updates[0], updates[3], len(names) - 2})
+    for i in kills:
+        root = tmp_path / f"kill{i}"
+        assert _run_killed_at(cfg, root, i) == KILLED
+        _assert_consistent_prefix(ref, root / cfg.run_name())
+        _assert_same_run(ref, train.run(cfg, root=root, progress=False))
 
 
 def test_a_chain_of_kills_resumes_to_the_uninterrupted_run(tmp_path, cached_mnist):
@@ -331,6 +351,7 @@ def test_planted_checkpoints_of_the_wrong_run_are_refused(tmp_path, cached_mnist
         "next_step": {**good, "next_step": 10_000},
         "step table": {**good, "next_step": good["next_step"] + 1},
         "random-generator": {**good, "gen_state": torch.zeros(3, dtype=torch.uint8)},
+        "momentum buffer this run does not have": {**good, "velocity": [p.clone() for p in good["params"]]},
         "not a checkpoint record": [1, 2, 3],
     }
     for words, planted in cases.items():
@@ -340,6 +361,25 @@ def test_planted_checkpoints_of_the_wrong_run_are_refused(tmp_path, cached_mnist
     torch.save(good, ckpt)
     ref = train.run(cfg, root=tmp_path / "ref", progress=False)
     _assert_same_run(ref, train.run(cfg, root=tmp_path, progress=False))
+
+
+def test_planted_momentum_buffers_are_refused(tmp_path, cached_mnist):
+    cfg = _cfg(momentum=0.5)
+    part = train.run(cfg, root=tmp_path, progress=False, stop_after=2)
+    ckpt = part.path / rf.CHECKPOINT
+    good = torch.load(ckpt, weights_only=True)
+    cases = {
+        "not a list of": {**good, "velocity": None},
+        "momentum buffer 1": {**good, "velocity": [good["velocity"][0], torch.zeros(3)] + good["velocity"][2:]},
+    }
+    for words, planted in cases.items():
+        torch.save(planted, ckpt)
+        with pytest.raises(rf.RunFolderError, match=words):
+            train.run(cfg, root=tmp_path, progress=False)
+    torch.save(good, ckpt)
+    _assert_same_run(
+        train.run(cfg, root=tmp_path / "ref", progress=False), train.run(cfg, root=tmp_path, progress=False)
+    )
 
 
 def test_torn_derived_files_are_rebuilt_from_the_checkpoint(tmp_path, cached_mnist):

@@ -67,6 +67,20 @@ GLUE_CHECKS: dict[str, dict] = {
         "ch5_sam_on_edge_fixed_verdict": lambda v: v.strip("'") in VERDICTS,
         "ch5_edge_far_below_live_value": lambda v: 0 < v < 1,
     },
+    "07_sam_variants": {
+        "ch7_n_proved": lambda v: v >= 30,
+        "ch7_lib_max_err": lambda v: 0 <= v < 1e-12,
+        "ch7_thr_inside": lambda v: v > 0,
+        "ch7_cycle_err": lambda v: 0 <= v < 1e-8,
+        "ch7_usam_on_edge_live_verdict": lambda v: v.strip("'") in VERDICTS,
+        "ch7_switch_first_step_live_verdict": lambda v: v.strip("'") in VERDICTS,
+    },
+    "08_phase_diagram": {
+        "ch8_n_proved": lambda v: v >= 15,
+        "ch8_lib_max_err": lambda v: 0 <= v < 1e-12,
+        "ch8_cycle_err": lambda v: 0 <= v < 1e-8,
+        "ch8_phase_collapse_live_verdict": lambda v: v.strip("'") in VERDICTS,
+    },
     "06_sharpness_benchmark": {
         "ch6_default_rel_err": lambda v: 0 <= v <= 1e-3,
         "ch6_equal_accuracy_grad_eval_ratio": lambda v: v >= 3,
