@@ -45,6 +45,20 @@ def _cfg(**kw):
     return preset_config("mnist", "smoke", rho=0.1, **base)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Every run of the drill computes with one torch thread: the forked children pin one (OpenMP pools do not
+    survive a fork) and the CLI subprocesses get ``OMP_NUM_THREADS=1``, so the in-process reference does too.
+
+    Bitwise equality of a resumed run holds at a fixed thread count: a reduction split over two threads adds in
+    another order than over one (the last bits of ``grad_norm`` differ from step 0 on).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def cached_mnist(data_dir):
     """Load MNIST once for the module (forked children inherit it): the drill restarts runs dozens of times."""
