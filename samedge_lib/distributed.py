@@ -249,8 +249,19 @@ class Communicator:
         if first is None:
             return value
         if first == self.rank and mine is not None:
+            mine.shared = True  # type: ignore[attr-defined]  # rank 0 prints it
             raise mine
         raise _from_rank(errors[first], first, self.world_size)
+
+    def own_error(self, err: BaseException) -> BaseException:
+        """Mark ``err``, raised while computing, as this rank's own, so that a rank > 0 prints it too.
+
+        Other errors of a rank > 0 are the same as rank 0's (every rank meets them) and only rank 0 prints them; a
+        collective that failed because another rank ended is that rank's to explain.
+        """
+        if not self.is_writer and not isinstance(err, PeerLostError):
+            err.local = True  # type: ignore[attr-defined]
+        return err
 
     def writer_waits(self, attempt: Callable[[], T | None]) -> T:
         """Rank 0 calls ``attempt`` every :data:`LOCK_POLL_SECONDS` until it returns a value (or raises).
@@ -307,6 +318,10 @@ class Solo:
 
     def check_identical(self, tensors: Sequence[torch.Tensor], what: str) -> None:
         """Nothing to compare with."""
+
+    def own_error(self, err: BaseException) -> BaseException:
+        """``err``: the one process prints every error."""
+        return err
 
     def describe(self) -> None:
         """No process group."""

@@ -48,7 +48,7 @@ from typing import NoReturn
 from . import distributed
 from .config import DEVICES, OPTIMIZERS, PRESETS, TASKS, ConfigError, RunConfig, preset_config
 from .data import DataError
-from .distributed import DistributedError, PeerLostError
+from .distributed import DistributedError
 from .results import summarize
 from .runfolder import RunFolderError, RunLockedError
 from .train import DeviceError, RunDivergedError, RunInterruptedError, run
@@ -148,15 +148,16 @@ def _is_rank0() -> bool:
     return distributed.env_rank() == 0
 
 
-#: Errors a rank > 0 never prints: rank 0 prints them (the same error on every rank, or rank 0's own), or the
-#: rank that caused them does (a collective that failed because another process ended).
-_RANK0_SPEAKS = (ConfigError, RunDivergedError, RunLockedError, RunFolderError, RunInterruptedError, PeerLostError)
-
-
 def _fail(code: int, kind: str, err: object) -> int:
+    """Print the one line of ``err`` (rank 0; a rank > 0 only for an error of its own) and return ``code``.
+
+    Under torchrun every rank meets the same errors (the same arguments, the same shared decisions) and rank 0 prints
+    them; a rank > 0 prints only what happened on it alone (marked by ``Communicator.own_error``), e.g. running out of
+    memory on its GPU, which rank 0 sees only as a lost peer.
+    """
     if _is_rank0():
         print(f"{PROG}: {kind}: {one_line(err)}", file=sys.stderr, flush=True)
-    elif not getattr(err, "shared", False) and not isinstance(err, _RANK0_SPEAKS):
+    elif getattr(err, "local", False):
         rank = f"rank {distributed.env_rank()} of {os.environ.get('WORLD_SIZE', '?')}"
         print(f"{PROG} ({rank}): {kind}: {one_line(err)}", file=sys.stderr, flush=True)
     return code

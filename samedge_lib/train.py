@@ -98,10 +98,12 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and distributed.launched():
         index = distributed.local_rank()
         if index >= torch.cuda.device_count():
-            raise DeviceError(
+            err = DeviceError(
                 f"local rank {index} needs GPU {index}, but torch sees {torch.cuda.device_count()}; start at most "
                 f"that many processes per node (torchrun --nproc-per-node)"
             )
+            err.local = True  # type: ignore[attr-defined]  # this node's alone: its rank prints it (samedge_lib.run)
+            raise err
         return torch.device("cuda", index)
     return torch.device(name)
 
@@ -768,11 +770,14 @@ def run(
             with contextlib.suppress(Exception):
                 runner.commit("failed", step=runner.next_step, reason=reason)
             if oom:
-                raise DeviceError(
-                    f"run {cfg.run_name()} ran out of memory at step {runner.next_step} ({_first_line(err)}); "
-                    f"everything up to there is saved in {path}; set grad_chunk (--set grad_chunk=N) or use a "
-                    f"smaller model, then run again to continue"
+                raise comm.own_error(
+                    DeviceError(
+                        f"run {cfg.run_name()} ran out of memory at step {runner.next_step} ({_first_line(err)}); "
+                        f"everything up to there is saved in {path}; set grad_chunk (--set grad_chunk=N) or use a "
+                        f"smaller model, then run again to continue"
+                    )
                 ) from None
+            comm.own_error(err)
             raise
         runner.commit(final["state"], **{k: v for k, v in final.items() if k != "state"})
     return _deliver(comm.on_writer(lambda: load_run(path)), raise_on_divergence)

@@ -1,12 +1,12 @@
 """One rank of the data-parallel tests: ``torchrun --nproc-per-node N tests/distributed_worker.py SPEC.json``.
 
 The spec lists jobs that every rank runs in order, in one process group (one launch pays for the start-up of
-``torchrun`` and the workers once):
+``torchrun`` and the workers once). A job has ``cfg`` (``samedge_lib.train.run(cfg, root=..., stop_after=...)``,
+as a script calling the library would) or ``argv`` (``samedge_lib.run.main(argv)``, stdout and stderr captured:
+what each rank prints), and may inject a ``fault`` on one ``rank``:
 
-* ``run``: ``samedge_lib.train.run(cfg, root=..., stop_after=...)``, as a script calling the library would;
-* ``cli``: ``samedge_lib.run.main(argv)`` with its stdout and stderr captured (what each rank prints);
-* ``data_fails``: a ``run`` whose data loading fails on one rank only (``rank``);
-* ``peer_lost``: a ``run`` in which one rank (``rank``) fails at step ``step`` and then exits at once, as a
+* ``data_fails``: loading MNIST fails on that rank only;
+* ``peer_lost``: that rank runs out of memory after ``after_gradients`` gradients and then exits at once, as a
   process that crashed would; it is the last job, since the process group does not survive it.
 
 Each rank writes ``OUT/rank<r>.json``: every job's outcome, and, on ranks > 0, every file operation under the
@@ -62,22 +62,22 @@ def main(spec_path: str) -> None:
         outcome: dict = {}
         start = time.perf_counter()
         try:
-            if job["kind"] == "cli":
-                stdout, stderr = io.StringIO(), io.StringIO()
-                with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-                    outcome["exit"] = cli.main(job["argv"])
-                outcome.update(stdout=stdout.getvalue(), stderr=stderr.getvalue())
-            else:
-                cfg = RunConfig.from_dict(job["cfg"])
-                kw = {"root": job["root"], "progress": False, "stop_after": job.get("stop_after")}
-                with _fault(job, rank):
+            with _fault(job.get("fault"), rank):
+                if "argv" in job:
+                    stdout, stderr = io.StringIO(), io.StringIO()
+                    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                        outcome["exit"] = cli.main(job["argv"])
+                    outcome.update(stdout=stdout.getvalue(), stderr=stderr.getvalue())
+                else:
+                    cfg = RunConfig.from_dict(job["cfg"])
+                    kw = {"root": job["root"], "progress": False, "stop_after": job.get("stop_after")}
                     result = train.run(cfg, **kw)
-                outcome.update(state=result.state, path=str(result.path))
+                    outcome.update(state=result.state, path=str(result.path))
         except BaseException as err:  # every rank reports what it raised, whatever it was
             outcome.update(error=type(err).__name__, message=str(err), shared=bool(getattr(err, "shared", False)))
         outcome["seconds"] = time.perf_counter() - start
         report["jobs"][job["name"]] = outcome
-        if job["kind"] == "peer_lost":
+        if (job.get("fault") or {}).get("kind") == "peer_lost":
             save()
             os._exit(0)  # the group is broken: leave without the collectives of a clean shutdown
     save()
@@ -85,13 +85,13 @@ def main(spec_path: str) -> None:
 
 
 @contextlib.contextmanager
-def _fault(job: dict, rank: int):
-    """The fault a ``data_fails`` or ``peer_lost`` job injects on its one rank (nothing for ``run``)."""
-    if job["kind"] not in ("data_fails", "peer_lost") or job["rank"] != rank:
+def _fault(fault: dict | None, rank: int):
+    """The fault a job injects on its one rank (see the module docstring)."""
+    if fault is None or fault["rank"] != rank:
         yield
         return
     with contextlib.ExitStack() as stack:
-        if job["kind"] == "data_fails":
+        if fault["kind"] == "data_fails":
 
             def missing(*args, **kwargs):
                 raise data_mod.DataError("MNIST/raw/train-images-idx3-ubyte.gz is missing on this node")
@@ -104,7 +104,7 @@ def _fault(job: dict, rank: int):
 
             def failing(self, batch, chunk=None):
                 calls["n"] += 1
-                if calls["n"] > job["after_gradients"]:
+                if calls["n"] > fault["after_gradients"]:
                     raise torch.cuda.OutOfMemoryError("injected: this rank ran out of memory")
                 return original(self, batch, chunk)
 

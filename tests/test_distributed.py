@@ -26,6 +26,7 @@ import pytest
 import torch
 
 from samedge_lib import distributed
+from samedge_lib import run as run_cli
 from samedge_lib.config import preset_config
 from samedge_lib.runfolder import load_run
 from samedge_lib.train import run
@@ -121,16 +122,22 @@ def torchrun(nproc: int, spec: dict, tmp: Path) -> dict[int, dict]:
     return {r: json.loads((out / f"rank{r}.json").read_text()) for r in range(nproc)}
 
 
-def job(name: str, cfg, root: Path, kind: str = "run", **extra) -> dict:
-    return {"name": name, "kind": kind, "cfg": cfg.to_dict(), "root": str(root), **extra}
+def job(name: str, cfg, root: Path, **extra) -> dict:
+    return {"name": name, "cfg": cfg.to_dict(), "root": str(root), **extra}
 
 
 @pytest.fixture(scope="module")
 def launches(tmp_path_factory, data_dir):
     """The one-process references and the 2- and 3-process launches, with every folder they wrote."""
-    tmp = tmp_path_factory.mktemp("distributed")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each worker: the thread count changes matmul sums too, this test is about ranks
+    try:
+        return _launch(tmp_path_factory.mktemp("distributed"))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _launch(tmp: Path) -> dict:
     roots = {name: tmp / name for name in ("ref", "w2", "w3", "r12", "r21", "r22", "r23", "bad", "lost")}
     ref = {name: run(cfg, root=roots["ref"], progress=False) for name, cfg in CONFIGS.items()}
     lite = CONFIGS["lite"]
@@ -144,16 +151,19 @@ def launches(tmp_path_factory, data_dir):
         job("r22-part", lite, roots["r22"], stop_after=3),  # two, then two again
         job("r22", lite, roots["r22"]),
         job("r23", lite, roots["r23"], stop_after=6),  # two, then three
-        {"name": "cli-ok", "kind": "cli", "argv": ["--root", str(roots["w2"]), *_argv(lite)]},
-        {"name": "cli-bad", "kind": "cli", "argv": bad_argv},
-        job("data-fails", lite, roots["bad"], kind="data_fails", rank=1),
-        job("peer-lost", lite.replace(seed=7), roots["lost"], kind="peer_lost", rank=1, after_gradients=4),
+        {"name": "cli-ok", "argv": ["--root", str(roots["w2"]), *_argv(lite)]},
+        {"name": "cli-bad", "argv": bad_argv},
+        job("data-fails", lite, roots["bad"], fault={"kind": "data_fails", "rank": 1}),
+        {
+            "name": "peer-lost",
+            "argv": ["--root", str(roots["lost"]), "--seed", "7", "--no-progress", *_argv(lite)],
+            "fault": {"kind": "peer_lost", "rank": 1, "after_gradients": 4},
+        },
     ]
     two = torchrun(2, {"watch": watch, "jobs": jobs2}, tmp)
     jobs3 = [job("lite", lite, roots["w3"]), job("r23", lite, roots["r23"])]
     three = torchrun(3, {"watch": watch, "jobs": jobs3}, tmp)
     run(lite, root=roots["r21"], progress=False)
-    torch.set_num_threads(threads)
     return {"ref": ref, "roots": roots, 2: two, 3: three}
 
 
@@ -255,9 +265,14 @@ def test_an_error_on_one_rank_ends_every_rank_with_its_message(launches):
 
 
 def test_a_rank_that_dies_mid_run_leaves_a_resumable_folder(launches):
+    """Rank 1 runs out of memory mid-run: it says so, rank 0 says it lost a peer and saves the last step."""
     lost = [launches[2][r]["jobs"]["peer-lost"] for r in (0, 1)]
-    assert lost[1]["error"] == "DeviceError" and "out of memory" in lost[1]["message"]
-    assert lost[0]["error"] == "PeerLostError" and "another process of the run ended" in lost[0]["message"]
+    assert [x["exit"] for x in lost] == [run_cli.EXIT_DISTRIBUTED, run_cli.EXIT_DATA_DEVICE]
+    (line0,) = lost[0]["stderr"].splitlines()
+    (line1,) = lost[1]["stderr"].splitlines()
+    assert line0.startswith("samedge-run: distributed run error: rank 0 of 2: all_reduce failed")
+    assert "another process of the run ended" in line0
+    assert line1.startswith("samedge-run (rank 1 of 2): device error:") and "out of memory" in line1
     folder = next(launches["roots"]["lost"].iterdir())
     status = json.loads((folder / "status.json").read_text())
     assert status["state"] == "failed" and "another process of the run ended" in status["reason"]
