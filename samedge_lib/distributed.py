@@ -32,6 +32,7 @@ because another process ended raises :class:`PeerLostError`.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as _dt
 import os
@@ -430,6 +431,7 @@ def setup(device: torch.device) -> Communicator | None:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise DistributedError(f"rank {rank} of {world} cannot join the process group ({backend}): {first}") from None
     _communicator = Communicator(rank, world, local, backend, device)
+    atexit.register(shutdown)  # leave the group when the process ends, however main() was entered
     return _communicator
 
 

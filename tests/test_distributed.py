@@ -27,8 +27,9 @@ import torch
 
 from samedge_lib import distributed
 from samedge_lib import run as run_cli
-from samedge_lib.config import preset_config
+from samedge_lib.config import ConfigError, preset_config
 from samedge_lib.runfolder import load_run
+from samedge_lib.tasks import build_task
 from samedge_lib.train import run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -313,3 +314,54 @@ def test_shards_split_rows_like_tensor_split(n, world):
         start, stop = distributed.shard_bounds(n, rank, world)
         assert torch.equal(rows[start:stop], expected[rank])
     assert math.isclose(sum(len(e) for e in expected), n)
+
+
+class _UnpicklableError(RuntimeError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.hook = lambda: None  # a lambda cannot be pickled
+
+
+def test_errors_travel_between_ranks_with_the_rank_that_raised_them():
+    copy = distributed._from_rank(ConfigError("eta=-1 must be > 0"), 1, 3)
+    assert type(copy) is ConfigError and str(copy) == "rank 1 of 3: eta=-1 must be > 0" and copy.shared
+    same = distributed._from_rank(ConfigError("eta=-1 must be > 0"), 0, 3)
+    assert str(same) == "eta=-1 must be > 0" and same.shared
+    sent = distributed._shareable(_UnpicklableError("the GPU fell off the bus"))
+    assert type(sent) is RuntimeError and str(sent) == "_UnpicklableError: the GPU fell off the bus"
+
+
+@pytest.mark.parametrize(
+    ("task", "overrides"),
+    [
+        ("mnist", {"n_train": 61}),  # the official squared error, 61 rows over 3 shards: 21, 20, 20
+        ("mnist", {"n_train": 61, "loss": "mse_half_sum"}),
+        ("shakespeare", {"batch_size": 7}),  # token cross-entropy on a minibatch of 7 sequences
+    ],
+)
+def test_shard_gradients_and_products_weighted_by_their_share_sum_to_the_whole_batch(task, overrides, data_dir):
+    """What each rank contributes to the all-reduce, summed here in float64, is the whole batch's gradient and H v."""
+    cfg = preset_config(task, "smoke", rho=0.1, n_test=16, **overrides)
+    cpu, f64 = torch.device("cpu"), torch.float64
+    whole = build_task(cfg, cpu, f64)
+    batch = whole.batch_at(3)
+    params = whole.params
+    loss, grads = whole.grad_fn(batch)(params)
+    v = torch.randn(sum(p.numel() for p in params), generator=torch.Generator().manual_seed(0), dtype=f64)
+    hv = whole.operator(params, batch).matvec(v)
+    world = 3
+    parts = []
+    for rank in range(world):
+        comm = distributed.Communicator(rank, world, rank, "gloo", cpu)  # no group: the sums are taken below
+        shard = build_task(cfg, cpu, f64, comm=comm)
+        piece = shard.batch_at(3)
+        assert piece.global_size == batch.size and piece.label == batch.label
+        for chunk in (None, 2):
+            parts.append((chunk, *shard._shard_grad_fn(piece, chunk)(params)))
+        parts.append(("hv", shard.operator(params, piece).local.matvec(v), None))
+    for chunk in (None, 2):
+        mine = [(loss_r, g_r) for c, loss_r, g_r in parts if c == chunk]
+        assert float(sum(x for x, _ in mine)) == pytest.approx(float(loss), rel=1e-12)
+        for i, g in enumerate(grads):
+            torch.testing.assert_close(sum(g_r[i] for _, g_r in mine), g, rtol=1e-11, atol=1e-14)
+    torch.testing.assert_close(sum(h for c, h, _ in parts if c == "hv"), hv, rtol=1e-10, atol=1e-13)
