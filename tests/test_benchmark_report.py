@@ -260,3 +260,23 @@ def test_scaling_files_are_read_apart_from_the_sharpness_benchmarks(tmp_path):
     (tmp_path / "distributed-bad.json").write_text(json.dumps({"schema": "other/1"}))
     with pytest.raises(br.BenchmarkFileError, match="distributed-bad.json"):
         br.load_scaling(tmp_path)
+
+
+def test_the_stored_scaling_measurement_is_consistent():
+    """The stored CPU file: best rounds are the best of its rounds, speed-ups their ratios, 1 process bitwise."""
+    (stored,) = [r for r in br.load_scaling(STORED) if r["device"] == "cpu"]
+    for t in stored["tasks"]:
+        first = t["modes"][0]
+        assert (first["launcher"], first["processes"], first["threads"]) == ("plain", 1, 1)
+        for m in t["modes"]:
+            assert m["steps_per_s"] == max(m["steps_per_s_rounds"]) and m["check_seconds"] == min(
+                m["check_seconds_rounds"]
+            )
+            assert m["speedup_steps"] == pytest.approx(m["steps_per_s"] / first["steps_per_s"])
+            assert m["speedup_checks"] == pytest.approx(first["check_seconds"] / m["check_seconds"])
+            assert (
+                m["rounds_bitwise"] and len(m["versus_first_mode"]["loss_rel_diff_by_step"]) == t["overrides"]["steps"]
+            )
+        assert br.scaling_mode(stored, t["task"], "torchrun", 1, 1)["versus_first_mode"]["bitwise"]
+        assert br.scaling_mode(stored, t["task"], "torchrun", 2, 1)["world_size"] == 2
+    assert len(br.scaling_table([stored])) == sum(len(t["modes"]) for t in stored["tasks"])
