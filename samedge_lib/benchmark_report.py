@@ -31,6 +31,8 @@ from .train import RunResult
 SCHEMAS: tuple[str, ...] = ("samedge-sharpness-benchmark/1", "samedge-sharpness-benchmark/2")
 #: Schema of ``benchmarks/sam_speed.py`` (PyTorch against the JAX reference loop), stored alongside.
 SPEED_SCHEMA = "samedge-sam-speed/1"
+#: Schema of ``benchmarks/distributed_scaling.py`` (steps/s against the number of processes), stored alongside.
+SCALING_SCHEMA = "samedge-distributed-scaling/1"
 #: Paper-scale files first, then CPU, then smoke.
 PRESET_ORDER = {"paper": 0, "cpu": 1, "smoke": 2}
 #: Readable names of the solvers the benchmark compares.
@@ -97,8 +99,8 @@ def load_benchmarks(folder: str | Path) -> list[dict[str, Any]]:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise BenchmarkFileError(f"{path} is not valid JSON ({exc}); delete it or rerun the benchmark") from exc
-        if data.get("schema") == SPEED_SCHEMA:
-            continue  # read by load_speed_comparisons
+        if data.get("schema") in (SPEED_SCHEMA, SCALING_SCHEMA):
+            continue  # read by load_speed_comparisons and load_scaling
         if data.get("schema") not in SCHEMAS:
             raise BenchmarkFileError(
                 f"{path} has schema {data.get('schema')!r}; this book reads {', '.join(SCHEMAS)}. "
@@ -146,6 +148,60 @@ def speed_table(comparisons: Sequence[dict[str, Any]]) -> pd.DataFrame:
                     }
                 )
     return pd.DataFrame(rows).set_index(["machine", "precision", "side"]) if rows else pd.DataFrame()
+
+
+def load_scaling(folder: str | Path) -> list[dict[str, Any]]:
+    """The stored ``benchmarks/distributed_scaling.py`` results in ``folder`` (``distributed-*.json``), CPUs first."""
+    found = []
+    for path in sorted(Path(folder).glob("distributed-*.json")):
+        data = json.loads(path.read_text())
+        if data.get("schema") != SCALING_SCHEMA:
+            raise BenchmarkFileError(f"{path} has schema {data.get('schema')!r}, expected {SCALING_SCHEMA!r}")
+        data["_file"] = str(path)
+        found.append(data)
+    return sorted(found, key=lambda d: (d["device"] != "cpu", d["machine_tag"]))
+
+
+def scaling_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Steps per second and seconds per check of each mode (best round), relative to the file's first mode.
+
+    The last two columns compare the mode's numbers with the first mode's (the plain run with one thread):
+    "bitwise", or the largest relative difference at the first check (step 0: the round-off of one computation,
+    summed in another order by threads or by the all-reduce) and over the whole run (that round-off amplified by
+    the training dynamics).
+    """
+    rows = []
+    for r in results:
+        for t in r["tasks"]:
+            for m in t["modes"]:
+                versus = m["versus_first_mode"]
+                rows.append(
+                    {
+                        "machine": r["machine_tag"],
+                        "task": t["task"],
+                        "mode": m["name"],
+                        "steps/s": f"{m['steps_per_s']:.2f}",
+                        "speed-up": f"{m['speedup_steps']:.2f}x",
+                        "s per check": f"{m['check_seconds']:.3f}",
+                        "check speed-up": f"{m['speedup_checks']:.2f}x",
+                        "products per check": f"{m['matvecs_per_check']:.0f}",
+                        "command s": f"{m['command_seconds']:.1f}",
+                        "difference at step 0": "bitwise" if versus["bitwise"] else f"{versus['first_check']:.1e}",
+                        "over the run": "bitwise" if versus["bitwise"] else f"{versus['whole_run']:.1e}",
+                    }
+                )
+    return pd.DataFrame(rows).set_index(["machine", "task", "mode"]) if rows else pd.DataFrame()
+
+
+def scaling_mode(result: dict[str, Any], task: str, launcher: str, processes: int, threads: int | None) -> dict | None:
+    """One mode's entry of a stored scaling result (``None`` when it was not measured)."""
+    for t in result["tasks"]:
+        if t["task"] != task:
+            continue
+        for m in t["modes"]:
+            if (m["launcher"], m["processes"], m["threads"]) == (launcher, processes, threads):
+                return m
+    return None
 
 
 def model_sections(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

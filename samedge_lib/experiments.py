@@ -5,6 +5,10 @@ value checked before anything is computed, preset defaults filled in), then call
 chapter shows of the runs -- tables, claims, figures -- is read from the run folders by
 :mod:`samedge_lib.chapter`, which does not import the training engine; this module is the only part of the
 chapter machinery that trains.
+
+A chapter's sweep is expanded into configurations by :mod:`samedge_lib.sweeps`, the code that expands sweep files
+for the command line and cluster schedulers; :meth:`Sweep.specs` gives it as a sweep file, so its runs can be
+computed elsewhere (a Slurm job array, ``xargs -P``) and then only loaded here.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from typing import Any
 
 import torch
 
-from .config import SWEEP_RHOS, RunConfig, preset_config
+from .config import SWEEP_RHOS, RunConfig
 from .notebook import NotebookParameterError, check_list, check_number, check_preset
-from .runfolder import RunFolderError, read_status, run_path
+from .sweeps import SweepSpec, is_done
 from .train import RunResult, run
 
 #: The radius the paper's README and main figures use; a chapter's main statements are about it.
@@ -39,13 +43,30 @@ def band_config(cfg: RunConfig, seed: int) -> RunConfig:
     The paper's estimator (``official_every = 0``) and ``lambda_2, ...`` (``k = 1``) are dropped: they do not
     change ``lambda_1`` (certified by Lanczos to the same tolerance) and cost most of a check.
     """
-    return cfg.replace(seed=seed, official_every=0, k=1)
+    return cfg.replace(seed=seed, **_BAND)
+
+
+#: What the seed band changes besides the seed (see :func:`band_config`).
+_BAND = {"official_every": 0, "k": 1}
+
+
+def sweep_spec(task: str, preset: str, rhos: Sequence[float], **overrides: object) -> SweepSpec:
+    """GD (rho = 0) and SAM at each rho in ``rhos``, all at ``preset`` with the same overrides, as a sweep."""
+    return SweepSpec(task, preset, {"rho": (0.0, *[float(r) for r in rhos if r != 0])}, dict(overrides))
 
 
 def sweep_configs(task: str, preset: str, rhos: Sequence[float], **overrides: object) -> list[RunConfig]:
-    """GD (rho = 0) and SAM at each rho in ``rhos``, all at ``preset`` with the same overrides."""
-    values = [0.0, *[float(r) for r in rhos if r != 0]]
-    return [preset_config(task, preset, rho=r, **overrides) for r in values]
+    """GD (rho = 0) and SAM at each rho in ``rhos``, all at ``preset`` with the same overrides.
+
+    Expanded by :meth:`samedge_lib.sweeps.SweepSpec.configs`, as a sweep file's runs are.
+    """
+    return sweep_spec(task, preset, rhos, **overrides).configs()
+
+
+def band_spec(spec: SweepSpec, main_rho: float, seeds: Sequence[int]) -> SweepSpec:
+    """The seed band of ``spec`` as a sweep: GD and SAM at ``main_rho`` at each seed, as :func:`band_config` does."""
+    fixed = {k: v for k, v in spec.fixed.items() if k != "seed"}
+    return SweepSpec(spec.task, spec.preset, {"seed": tuple(seeds), "rho": (0.0, main_rho)}, {**fixed, **_BAND})
 
 
 def workers_default() -> int:
@@ -98,14 +119,6 @@ def run_all(
     return [run(cfg, root=root, progress=False) for cfg in configs]  # all finished now: loaded
 
 
-def is_done(cfg: RunConfig, root: str | Path | None = None) -> bool:
-    """Whether ``cfg`` has a finished or diverged run folder (so running it only loads it)."""
-    try:
-        return read_status(run_path(cfg, root)).get("state") in ("finished", "diverged")
-    except (OSError, RunFolderError):
-        return False
-
-
 def progress_default() -> bool:
     """Show per-run progress bars unless ``SAMEDGE_PROGRESS=0`` (the book build sets it: stderr is an error there)."""
     return os.environ.get("SAMEDGE_PROGRESS", "1") != "0"
@@ -122,6 +135,7 @@ class Sweep:
         main_rho: the radius the chapter's main statements are about (:data:`PAPER_RHO` when swept).
         parameters: the values the chapter runs with, defaults resolved, for the chapter's parameter box.
         band: the seed band's configurations (:func:`band_config` of GD and of SAM at ``main_rho``), by seed.
+        sweeps: the sweeps these configurations are expanded from (:meth:`specs`).
 
     """
 
@@ -131,6 +145,7 @@ class Sweep:
     main_rho: float
     parameters: dict[str, Any]
     band: dict[int, tuple[RunConfig, ...]]
+    sweeps: tuple[SweepSpec, ...] = ()
 
     @classmethod
     def from_parameters(
@@ -162,14 +177,16 @@ class Sweep:
             over["steps"] = check_number("steps", steps, minimum=1, integer=True)
         if official_every is not None:
             over["official_every"] = check_number("official_every", official_every, minimum=0, integer=True)
-        configs = tuple(sweep_configs(task, preset, sweep, **over))
+        spec = sweep_spec(task, preset, sweep, **over)
+        configs = tuple(spec.configs())
         main = PAPER_RHO if PAPER_RHO in sweep else min(r for r in sweep if r > 0)
         extra = BAND_SEEDS[preset]
         if band_seeds is not None:
             extra = check_list("band_seeds", band_seeds, item=lambda n, v: check_number(n, v, minimum=0, integer=True))
         extra = tuple(s for s in dict.fromkeys(extra) if s != seed)
-        pair = [c for c in configs if c.rho in (0.0, main)]
-        band = {s: tuple(band_config(c, s) for c in pair) for s in extra}
+        sweeps = (spec, band_spec(spec, main, extra)) if extra else (spec,)
+        band_configs = sweeps[1].configs() if extra else []
+        band = {s: tuple(band_configs[2 * i : 2 * i + 2]) for i, s in enumerate(extra)}
         first = configs[1]
         params = {
             "preset": preset,
@@ -180,7 +197,11 @@ class Sweep:
             "band_seeds": list(extra),
             **{k: v for k, v in overrides.items()},
         }
-        return cls(task, preset, configs, main, params, band)
+        return cls(task, preset, configs, main, params, band, sweeps)
+
+    def specs(self) -> tuple[SweepSpec, ...]:
+        """The chapter's runs as sweeps (the main one, then the seed band): ``python -m samedge_lib.sweeps book``."""
+        return self.sweeps
 
     def run(self, *, root: str | Path | None = None, progress: bool | None = None) -> dict[float, RunResult]:
         """Run (or load) every configuration, the seed band's too; return the sweep's ``{rho: result}``.

@@ -5,6 +5,7 @@ Examples::
     python -m samedge_lib.run --task mnist --preset cpu --rho 0.1
     python -m samedge_lib.run --task mnist --preset paper --rho 0.1 --steps 3000 --tf32
     python -m samedge_lib.run --task shakespeare --preset cpu --rho 0.1 --set k=3 --set measure_every=10
+    torchrun --nproc-per-node 2 -m samedge_lib.run --task mnist --preset cpu --rho 0.1   # data-parallel
 
 Every field of :class:`~samedge_lib.config.RunConfig` can be set with ``--set name=value``
 (values parsed as JSON when possible). A killed run resumes from its last commit when the same
@@ -20,11 +21,16 @@ Every error a user can cause ends with one line on stderr and one of these exit 
 4     the run folder is in use by another process (wait for it, or use ``--wait``)
 5     data or device error: dataset missing or corrupt, no GPU, out of memory
 6     the run folder cannot be used: a damaged or foreign file, another configuration, no write access
+7     torchrun: a process could not join the others, or ended while they computed (its own line says why)
 75    stopped by ``--max-seconds`` before the end; run the same command again to continue
 130   interrupted (Ctrl-C or SIGTERM) after saving the last completed step; run again to continue
 ====  ===========================================================================================
 
 Exit code 1 with a traceback means a bug in this library (the run's status then says ``failed``).
+
+Under ``torchrun`` (:mod:`samedge_lib.distributed`) rank 0 prints the results and every error the ranks share;
+another rank prints only an error that happened on it alone. Every rank exits with the code above; ``torchrun``
+itself then exits with 1 and a report whose "Root Cause" names the first rank's exit code.
 """
 
 from __future__ import annotations
@@ -34,12 +40,15 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 import signal
 import sys
 from typing import NoReturn
 
+from . import distributed
 from .config import DEVICES, OPTIMIZERS, PRESETS, TASKS, ConfigError, RunConfig, preset_config
 from .data import DataError
+from .distributed import DistributedError
 from .results import summarize
 from .runfolder import RunFolderError, RunLockedError
 from .train import DeviceError, RunDivergedError, RunInterruptedError, run
@@ -50,6 +59,7 @@ EXIT_DIVERGED = 3
 EXIT_LOCKED = 4
 EXIT_DATA_DEVICE = 5
 EXIT_FOLDER = 6
+EXIT_DISTRIBUTED = 7
 EXIT_STOPPED = 75
 EXIT_INTERRUPTED = 130
 
@@ -63,7 +73,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit code 2 (no usage block)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_INVALID, f"{PROG}: invalid arguments: {message} (see --help)\n")
+        self.exit(EXIT_INVALID, f"{PROG}: invalid arguments: {message} (see --help)\n" if _is_rank0() else None)
 
 
 def one_line(text: object) -> str:
@@ -133,8 +143,23 @@ def _config(args: argparse.Namespace) -> RunConfig:
     return preset_config(args.task, args.preset, rho=args.rho, **overrides)
 
 
+def _is_rank0() -> bool:
+    """Whether this process prints the run's results: always, except on ranks > 0 of a torchrun run."""
+    return distributed.env_rank() == 0
+
+
 def _fail(code: int, kind: str, err: object) -> int:
-    print(f"{PROG}: {kind}: {one_line(err)}", file=sys.stderr, flush=True)
+    """Print the one line of ``err`` (rank 0; a rank > 0 only for an error of its own) and return ``code``.
+
+    Under torchrun every rank meets the same errors (the same arguments, the same shared decisions) and rank 0 prints
+    them; a rank > 0 prints only what happened on it alone (marked by ``Communicator.own_error``), e.g. running out of
+    memory on its GPU, which rank 0 sees only as a lost peer.
+    """
+    if _is_rank0():
+        print(f"{PROG}: {kind}: {one_line(err)}", file=sys.stderr, flush=True)
+    elif getattr(err, "local", False):
+        rank = f"rank {distributed.env_rank()} of {os.environ.get('WORLD_SIZE', '?')}"
+        print(f"{PROG} ({rank}): {kind}: {one_line(err)}", file=sys.stderr, flush=True)
     return code
 
 
@@ -171,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(EXIT_DATA_DEVICE, "data error", err)
     except DeviceError as err:
         return _fail(EXIT_DATA_DEVICE, "device error", err)
+    except DistributedError as err:
+        return _fail(EXIT_DISTRIBUTED, "distributed run error", err)
     except RunFolderError as err:
         return _fail(EXIT_FOLDER, "run folder error", err)
     except OSError as err:
@@ -181,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(EXIT_INTERRUPTED, "interrupted", "stopped before the run began; nothing was computed")
     finally:
         signal.signal(signal.SIGTERM, old_term)
-    print(f"run folder: {result.path}")
-    print(json.dumps(summarize(result), indent=2, default=float))
+    if _is_rank0():
+        print(f"run folder: {result.path}")
+        print(json.dumps(summarize(result), indent=2, default=float))
     if result.state == "interrupted":
         stopped = result.status.get("stopped_at")
         return _fail(
@@ -195,4 +223,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+    finally:
+        distributed.shutdown()  # leave torchrun's process group (a no-op in a plain process)
+    sys.exit(code)

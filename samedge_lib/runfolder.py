@@ -7,7 +7,8 @@ A run folder ``<runs root>/<config.run_name()>/`` holds
   measured so far and what happened (running / finished / diverged / interrupted / failed);
 * ``measurements.csv``, ``steps.csv``, ``provenance.json``, ``status.json`` -- derived from the commit
   record, written in this order after it;
-* ``.lock`` -- held (``fcntl.flock``) by the one process computing in the folder.
+* ``.lock`` -- held (``fcntl.flock``) by the one process computing in the folder (rank 0 of a ``torchrun``
+  run, whose other ranks never touch the folder: :func:`writer_locked`).
 
 **Commit protocol.** Every file is replaced atomically: written under a unique temporary name in the same
 folder, flushed and ``fsync``'d, renamed over the old file, and the folder entry ``fsync``'d
@@ -254,6 +255,41 @@ def locked(folder: Path, *, wait: bool = False, on_wait: Callable[[str], None] |
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
         os.close(fd)  # releases the flock
+
+
+@contextlib.contextmanager
+def writer_locked(
+    folder: Path, comm: Any, *, wait: bool = False, on_wait: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """:func:`locked` for a run of one or several processes: rank 0 holds the lock, the others wait for it.
+
+    ``comm`` is the run's :class:`~samedge_lib.distributed.Communicator` (or ``distributed.SOLO``). In a
+    ``torchrun`` run only rank 0 takes the lock; its outcome (:class:`RunLockedError`, a folder that cannot be
+    created) is raised on every rank. With ``wait`` rank 0 retries every
+    :data:`~samedge_lib.distributed.LOCK_POLL_SECONDS` and tells the others after each try, so that no rank
+    waits in one collective longer than the process group's timeout.
+    """
+    if not comm.distributed:
+        with locked(folder, wait=wait, on_wait=on_wait):
+            yield
+        return
+    with contextlib.ExitStack() as stack:
+        told: list[bool] = []
+
+        def attempt() -> bool | None:
+            try:
+                stack.enter_context(locked(folder))
+            except RunLockedError as err:
+                if not wait:
+                    raise
+                if on_wait is not None and not told:
+                    on_wait(f"waiting: {str(err).split(';')[0]}")
+                    told.append(True)
+                return None
+            return True
+
+        comm.writer_waits(attempt)
+        yield
 
 
 # ----------------------------------------------------------------------------------------------------

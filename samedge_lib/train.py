@@ -27,6 +27,12 @@ column, the parameters, the momentum buffer, the RNG state and the eigenvectors)
 committing the last boundary first, so nothing measured before it is lost. A finished or diverged
 configuration is loaded, not recomputed, unless ``force``. One process at a time computes in a folder
 (:func:`samedge_lib.runfolder.locked`).
+
+**Several processes.** Started by ``torchrun``, a run is data-parallel (:mod:`samedge_lib.distributed`): each
+rank holds a shard of every batch, every gradient and Hessian-vector product is summed over the ranks, and
+every rank takes the same steps. Rank 0 alone touches the run folder; decisions that depend on the folder or
+the clock are its own and are broadcast, so every rank leaves the loop at the same step. The checkpoint does
+not depend on the number of processes: a run resumes with any number of them.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from . import provenance
+from . import distributed, provenance
 from . import runfolder as rf
 from .config import ConfigError, RunConfig
 from .edges import (
@@ -92,11 +98,24 @@ class DeviceError(RuntimeError):
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is a :class:`DeviceError`."""
+    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is a :class:`DeviceError`.
+
+    Under ``torchrun`` a CUDA run takes the GPU of its local rank (``cuda:LOCAL_RANK``).
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise DeviceError("device='cuda' was asked for but torch sees no CUDA GPU; use --device cpu or auto")
+    if name == "cuda" and distributed.launched():
+        index = distributed.local_rank()
+        if index >= torch.cuda.device_count():
+            err = DeviceError(
+                f"local rank {index} needs GPU {index}, but torch sees {torch.cuda.device_count()}; start at most "
+                f"that many processes per node (torchrun --nproc-per-node)"
+            )
+            err.local = True  # type: ignore[attr-defined]  # this node's alone: its rank prints it (samedge_lib.run)
+            raise err
+        return torch.device("cuda", index)
     return torch.device(name)
 
 
@@ -134,21 +153,33 @@ class _Boundary:
 class _Runner:
     """State of one run in progress; everything needed to continue is in its boundary and the rows."""
 
-    def __init__(self, cfg: RunConfig, path: Path, data_dir: str | Path | None, progress: bool) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        path: Path,
+        data_dir: str | Path | None,
+        progress: bool,
+        comm: distributed.Communicator | distributed.Solo = distributed.SOLO,
+    ) -> None:
         self.cfg = cfg
         self.path = path
-        self.progress = progress
+        self.comm = comm
+        self.progress = progress and comm.is_writer
         self.device = resolve_device(cfg.device)
         self.dtype = getattr(torch, cfg.dtype)
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
             torch.backends.cudnn.allow_tf32 = cfg.tf32
-        try:
-            self.task: Task = build_task(cfg, self.device, self.dtype, data_dir)
-        except ConfigError:
-            raise
-        except ValueError as err:  # the data's range checks (n_train larger than the dataset, ...)
-            raise ConfigError(str(err)) from err
+
+        def load() -> Task:
+            try:
+                return build_task(cfg, self.device, self.dtype, data_dir, comm if comm.distributed else None)
+            except ConfigError:
+                raise
+            except ValueError as err:  # the data's range checks (n_train larger than the dataset, ...)
+                raise ConfigError(str(err)) from err
+
+        self.task: Task = comm.in_stages(load)  # one process per node first: it downloads missing data
         self.gen = torch.Generator().manual_seed(cfg.seed + 12345)
         self.params = self.task.params
         self.velocity: list[torch.Tensor] | None = None
@@ -169,6 +200,8 @@ class _Runner:
         self.last_commit_end = time.perf_counter()
         self.last_commit_at: tuple[int, bool] | None = None
         self.base_provenance = provenance.collect(self.device, self.dtype)
+        if comm.distributed:
+            self.base_provenance["distributed"] = comm.describe()
         self.mark_boundary()
 
     # -- boundaries ---------------------------------------------------------------------------
@@ -325,7 +358,7 @@ class _Runner:
             "step": step,
             "data": batch.kind,
             "data_label": batch.label,
-            "n_examples": batch.size,
+            "n_examples": batch.global_size,
             "loss": float(loss),
         }
         if self.task.classification:
@@ -393,16 +426,19 @@ class _Runner:
         if self.in_session:
             self.sessions[-1]["to_step"] = self.next_step
         status = {"state": state, **{k: v for k, v in extra.items() if v is not None}}
-        rf.save_checkpoint(self.path, self._record(status))
-        rf.fault_point("checkpoint:done")
-        self.write_derived(status)
+        if self.comm.is_writer:  # the other ranks of a torchrun run never touch the folder
+            rf.save_checkpoint(self.path, self._record(status))
+            rf.fault_point("checkpoint:done")
+            self.write_derived(status)
         self.last_commit_cost = time.perf_counter() - t0
         self.commit_seconds += self.last_commit_cost
         self.last_commit_end = time.perf_counter()
         self.last_commit_at = (self.next_step, self.measured)
 
     def write_derived(self, status: dict[str, Any]) -> None:
-        """Rewrite provenance, tables and status from the current (committed) state; status last."""
+        """Rewrite provenance, tables and status from the current (committed) state; status last (rank 0 only)."""
+        if not self.comm.is_writer:
+            return
         prov = dict(self.base_provenance)
         prov["timings"] = rf.timings(self.elapsed, self.measure_seconds, len(self.steps_log), self.commit_seconds)
         prov["sessions"] = [dict(x) for x in self.sessions]
@@ -431,6 +467,7 @@ class _Runner:
                 "host": os.uname().nodename,
                 "started_utc": rf.now_utc(),
                 "device": self.base_provenance["device_name"],
+                "world_size": self.comm.world_size,
                 "from_step": self.next_step,
                 "to_step": self.next_step,
             }
@@ -450,8 +487,11 @@ class _Runner:
         return False
 
     def restore(self) -> bool:
-        """Continue from the folder's checkpoint if there is one (checked against this run); return whether."""
-        state = rf.load_checkpoint(self.path)
+        """Continue from the folder's checkpoint if there is one (checked against this run); return whether.
+
+        Rank 0 reads it and sends it to the other ranks of a torchrun run.
+        """
+        state = self.comm.on_writer(lambda: rf.load_checkpoint(self.path))
         if state is None:
             return False
         ckpt = self.path / rf.CHECKPOINT
@@ -569,7 +609,8 @@ class _Runner:
         try:
             while self.outcome is None:
                 if (stop_after is not None and self.next_step >= start + stop_after) or (
-                    max_seconds is not None and time.perf_counter() - budget_start >= max_seconds
+                    max_seconds is not None  # rank 0's clock decides for every rank
+                    and self.comm.on_writer(lambda: time.perf_counter() - budget_start >= max_seconds)
                 ):
                     return {"state": "interrupted", "stopped_at": self.next_step}
                 if self.commit_due():
@@ -577,6 +618,7 @@ class _Runner:
                 step = self.next_step
                 t0 = time.perf_counter()
                 if not self.measured and self.is_measure_step(step):
+                    self.comm.check_identical(self.params, f"parameters at step {step}")
                     rows = self._measure_step(step, t0)
                     if rows and rows[0]["edge"] > 0:
                         last_ratio = rows[0]["lambda_1"] / rows[0]["edge"]
@@ -742,19 +784,31 @@ def run(
 
     Any other error is recorded as status ``failed`` (with everything measured before it) and re-raised.
 
+    In a process started by ``torchrun`` the run is one rank of a data-parallel run
+    (:mod:`samedge_lib.distributed`): every rank calls this function with the same arguments, rank 0 alone
+    touches the folder, and every rank returns the same result or raises the same error.
+
     """
     cfg.validate()
     _check_budget(stop_after, max_seconds)
+    comm = distributed.setup(resolve_device(cfg.device)) or distributed.SOLO
     path = rf.run_path(cfg, root)
-    if not force:
-        done = _terminal_result(path, cfg)
-        if done is not None:
-            return _deliver(done, raise_on_divergence)
-        if path.exists():
-            _check_folder_config(path, cfg)
-    rf.check_writable(path)
+
+    def stored() -> RunResult | None:  # rank 0: a finished run to load, or a folder that cannot be used
+        if not force:
+            done = _terminal_result(path, cfg)
+            if done is not None:
+                return done
+            if path.exists():
+                _check_folder_config(path, cfg)
+        rf.check_writable(path)
+        return None
+
+    done = comm.on_writer(stored)
+    if done is not None:
+        return _deliver(done, raise_on_divergence)
     try:
-        runner = _Runner(cfg, path, data_dir, progress)
+        runner = _Runner(cfg, path, data_dir, progress, comm)
     except KeyboardInterrupt:
         raise RunInterruptedError("interrupted while loading the data; nothing was computed") from None
     except torch.cuda.OutOfMemoryError as err:
@@ -763,28 +817,37 @@ def run(
     def note(message: str) -> None:
         print(f"samedge_lib.train: {message}", file=sys.stderr, flush=True)
 
-    with rf.locked(path, wait=wait, on_wait=note):
+    def prepare() -> RunResult | None:  # rank 0, holding the lock: a finished run to load, or a folder to compute in
         rf.remove_stale_temps(path)
         if force:
             _clear(path)
         else:
             done = _terminal_result(path, cfg)  # another process may have finished it while we waited
             if done is not None:
-                return _deliver(done, raise_on_divergence)
+                return done
             _check_folder_config(path, cfg)
         rf.atomic_write_json(path / rf.CONFIG, cfg.to_dict())
+        return None
+
+    def stored_status() -> dict:  # rank 0: the status of a folder without a checkpoint
+        try:
+            return rf.read_status(path)
+        except rf.RunFolderError:
+            raise rf.RunFolderError(
+                f"{path / rf.STATUS} is torn and there is no checkpoint to rebuild it from; {rf.FORCE_HINT}"
+            ) from None
+
+    with rf.writer_locked(path, comm, wait=wait, on_wait=note):
+        done = comm.on_writer(prepare)
+        if done is not None:
+            return _deliver(done, raise_on_divergence)
         if not runner.restore():
-            try:
-                status = rf.read_status(path)
-            except rf.RunFolderError:
-                raise rf.RunFolderError(
-                    f"{path / rf.STATUS} is torn and there is no checkpoint to rebuild it from; {rf.FORCE_HINT}"
-                ) from None
+            status = comm.on_writer(stored_status)
             if status.get("state") in rf.TERMINAL_STATES:  # results without a checkpoint (stored runs): keep
-                return _deliver(load_run(path), raise_on_divergence)
+                return _deliver(comm.on_writer(lambda: load_run(path)), raise_on_divergence)
         if runner.outcome is not None:  # killed after its final checkpoint: rebuild the other files, no compute
             runner.write_derived(runner.outcome)
-            return _deliver(load_run(path), raise_on_divergence)
+            return _deliver(comm.on_writer(lambda: load_run(path)), raise_on_divergence)
         runner.begin_session()
         try:
             runner.commit("running", resumed_from=runner.resumed_from)
@@ -803,11 +866,14 @@ def run(
             with contextlib.suppress(Exception):
                 runner.commit("failed", step=runner.next_step, reason=reason)
             if oom:
-                raise DeviceError(
-                    f"run {cfg.run_name()} ran out of memory at step {runner.next_step} ({_first_line(err)}); "
-                    f"everything up to there is saved in {path}; set grad_chunk (--set grad_chunk=N) or use a "
-                    f"smaller model, then run again to continue"
+                raise comm.own_error(
+                    DeviceError(
+                        f"run {cfg.run_name()} ran out of memory at step {runner.next_step} ({_first_line(err)}); "
+                        f"everything up to there is saved in {path}; set grad_chunk (--set grad_chunk=N) or use a "
+                        f"smaller model, then run again to continue"
+                    )
                 ) from None
+            comm.own_error(err)
             raise
         runner.commit(final["state"], **{k: v for k, v in final.items() if k != "state"})
-    return _deliver(load_run(path), raise_on_divergence)
+    return _deliver(comm.on_writer(lambda: load_run(path)), raise_on_divergence)

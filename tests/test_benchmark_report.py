@@ -211,3 +211,72 @@ def test_stored_files_targets_and_summary_are_what_headline_computes(stored):
     for r in current:
         assert br.stored_targets(r) == r["targets"], r["machine_tag"]
         assert br.summary_lines(r) == r["summary_lines"], r["machine_tag"]
+
+
+def _scaling(tag: str, device: str, rates: list[float]) -> dict:
+    modes = []
+    for i, rate in enumerate(rates):
+        launcher, processes = ("plain", 1) if i == 0 else ("torchrun", i)
+        modes.append(
+            {
+                "launcher": launcher,
+                "processes": processes,
+                "threads": 1,
+                "name": f"mode {i}",
+                "steps_per_s": rate,
+                "check_seconds": 1.0 / rate,
+                "matvecs_per_check": 12.0,
+                "command_seconds": 9.0,
+                "speedup_steps": rate / rates[0],
+                "speedup_checks": rate / rates[0],
+                "versus_first_mode": {
+                    "bitwise": i < 2,
+                    "first_check": 0.0 if i < 2 else 2e-7,
+                    "whole_run": 0.0 if i < 2 else 3e-3,
+                },
+            }
+        )
+    return {
+        "schema": br.SCALING_SCHEMA,
+        "machine_tag": tag,
+        "device": device,
+        "tasks": [{"task": "mnist", "modes": modes}],
+    }
+
+
+def test_scaling_files_are_read_apart_from_the_sharpness_benchmarks(tmp_path):
+    (tmp_path / "distributed-gpu.json").write_text(json.dumps(_scaling("gpu", "cuda", [10.0, 9.8])))
+    (tmp_path / "distributed-cpu.json").write_text(json.dumps(_scaling("cpu", "cpu", [4.0, 3.9, 6.0])))
+    assert br.load_benchmarks(tmp_path) == []  # not sharpness benchmarks
+    found = br.load_scaling(tmp_path)
+    assert [r["machine_tag"] for r in found] == ["cpu", "gpu"]  # CPUs first
+    table = br.scaling_table(found)
+    assert len(table) == 5 and table.loc[("cpu", "mnist", "mode 2"), "speed-up"] == "1.50x"
+    assert table.loc[("cpu", "mnist", "mode 1"), "difference at step 0"] == "bitwise"
+    assert table.loc[("cpu", "mnist", "mode 2"), "difference at step 0"] == "2.0e-07"
+    assert table.loc[("cpu", "mnist", "mode 2"), "over the run"] == "3.0e-03"
+    assert br.scaling_mode(found[0], "mnist", "torchrun", 2, 1)["steps_per_s"] == 6.0
+    assert br.scaling_mode(found[0], "mnist", "torchrun", 3, 1) is None
+    (tmp_path / "distributed-bad.json").write_text(json.dumps({"schema": "other/1"}))
+    with pytest.raises(br.BenchmarkFileError, match="distributed-bad.json"):
+        br.load_scaling(tmp_path)
+
+
+def test_the_stored_scaling_measurement_is_consistent():
+    """The stored CPU file: best rounds are the best of its rounds, speed-ups their ratios, 1 process bitwise."""
+    (stored,) = [r for r in br.load_scaling(STORED) if r["device"] == "cpu"]
+    for t in stored["tasks"]:
+        first = t["modes"][0]
+        assert (first["launcher"], first["processes"], first["threads"]) == ("plain", 1, 1)
+        for m in t["modes"]:
+            assert m["steps_per_s"] == max(m["steps_per_s_rounds"]) and m["check_seconds"] == min(
+                m["check_seconds_rounds"]
+            )
+            assert m["speedup_steps"] == pytest.approx(m["steps_per_s"] / first["steps_per_s"])
+            assert m["speedup_checks"] == pytest.approx(first["check_seconds"] / m["check_seconds"])
+            assert (
+                m["rounds_bitwise"] and len(m["versus_first_mode"]["loss_rel_diff_by_step"]) == t["overrides"]["steps"]
+            )
+        assert br.scaling_mode(stored, t["task"], "torchrun", 1, 1)["versus_first_mode"]["bitwise"]
+        assert br.scaling_mode(stored, t["task"], "torchrun", 2, 1)["world_size"] == 2
+    assert len(br.scaling_table([stored])) == sum(len(t["modes"]) for t in stored["tasks"])

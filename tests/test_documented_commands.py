@@ -18,6 +18,14 @@ How each kind of command is run (``.venv/bin/...`` becomes this interpreter's en
 * ``pip install``: each pinned requirement is looked up in the package index (``pip index versions``)
   without installing; ``conda``/``mamba env create -f FILE``: FILE is read as conda would (its pip section
   is checked in ``test_environments.py``); ``bash tools/gpu_benchmarks.sh`` needs ``nvidia-smi``: syntax only.
+* ``torchrun``: run for real at the smoke preset with 2 gloo processes of one thread; a multi-node command
+  becomes its one-node form (``--nnodes 1``, the rendezvous endpoint on a free local port).
+* ``python -m samedge_lib.sweeps``: run for real (pipelines such as ``| xargs -P 2`` included) with
+  ``--preset smoke`` given to every ``expand``/``count``/``run``, which replaces the sweep file's preset.
+* ``sbatch``: run the way Slurm would on this one machine: ``sbatch`` starts the script with ``bash``, an array
+  job for its first index (and the index after its last must be refused, so that an array from 0 covers the
+  sweep exactly), a multi-node job as one node whose ``srun`` runs its command once and whose ``scontrol show
+  hostnames`` is this machine; arguments at the smoke preset (``--preset smoke`` added to a sweep's).
 """
 
 from __future__ import annotations
@@ -40,7 +48,17 @@ from packaging.requirements import Requirement
 REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md", *sorted((REPO / "book").glob("*.md"))]
 BIN = Path(sys.executable).parent
-LINKED = ["notebooks", "tools", "benchmarks", "samedge_lib", "results", "binder", "requirements.txt", "pyproject.toml"]
+LINKED = [
+    "notebooks",
+    "tools",
+    "benchmarks",
+    "samedge_lib",
+    "results",
+    "binder",
+    "sweeps",
+    "requirements.txt",
+    "pyproject.toml",
+]
 
 
 def strip_comment(line: str) -> str:
@@ -93,8 +111,14 @@ RULES = [
     ("gpu-script", re.compile(r"^(\w+=\S+\s+)*bash\s+tools/gpu_benchmarks\.sh\b")),
     ("jupyter-lab", re.compile(r"^(\S*/)?jupyter\s+lab\b")),
     ("papermill", re.compile(r"-m papermill\b")),
+    ("sbatch", re.compile(r"^sbatch\b")),
+    ("torchrun", re.compile(r"^(\S*/)?torchrun\b")),
+    ("sweeps", re.compile(r"^(\S*/)?python\S*\s+-m\s+samedge_lib\.sweeps\b")),
     ("run", re.compile(r"^(\S*/)?python\S*\s+-m\s+samedge_lib\.run\b")),
-    ("benchmark", re.compile(r"^(\S*/)?python\S*\s+benchmarks/(sharpness_benchmark|sam_speed)\.py\b")),
+    (
+        "benchmark",
+        re.compile(r"^(\S*/)?python\S*\s+benchmarks/(sharpness_benchmark|sam_speed|distributed_scaling)\.py\b"),
+    ),
     ("fetch-data", re.compile(r"^(\S*/)?python\S*\s+tools/fetch_data\.py\b")),
 ]
 
@@ -176,6 +200,50 @@ def check_jupyter_lab(command: str, tmp_path: Path) -> None:
         server.wait(timeout=30)
 
 
+def one_node(command: str) -> str:
+    """A ``torchrun`` command at the smoke preset on this machine: 2 processes, one node, a free rendezvous port."""
+    command = at_smoke(localise(command))
+    command = re.sub(r"^torchrun\b", shlex.quote(str(BIN / "torchrun")), command)
+    command = re.sub(r"--nproc-per-node[= ]\S+", "--nproc-per-node 2", command)
+    command = re.sub(r"--nnodes[= ]\S+", "--nnodes 1", command)
+    return re.sub(r"--rdzv-endpoint[= ]\S+", f"--rdzv-endpoint localhost:{free_port()}", command)
+
+
+def sweeps_at_smoke(command: str) -> str:
+    """A sweeps command (or pipeline) with ``--preset smoke`` for every sweep it expands."""
+    command = at_smoke(localise(command))
+    return re.sub(r"(-m samedge_lib\.sweeps\s+(expand|count|run))\b", r"\1 --preset smoke", command)
+
+
+#: ``sbatch``, ``srun`` and ``scontrol`` as Slurm would run a job on this one machine (see the module docstring).
+FAKE_SLURM = r"""
+sbatch() {
+    local array=""
+    while [[ $# -gt 0 && $1 == -* ]]; do
+        case $1 in --array=*) array=${1#--array=} ;; esac
+        shift
+    done
+    local script=$1
+    shift
+    if [[ -z $array ]]; then
+        SLURM_JOB_ID=4242 SLURM_NNODES=1 SLURM_JOB_NODELIST=localhost NPROC_PER_NODE=2 bash "$script" "$@"
+        return
+    fi
+    local first=${array%-*} last=${array#*-}
+    SLURM_ARRAY_TASK_ID=$first bash "$script" "$@" --preset smoke || return
+    local code=0
+    SLURM_ARRAY_TASK_ID=$((last + 1)) bash "$script" "$@" --preset smoke 2>/dev/null || code=$?
+    if [[ $code -ne 2 ]]; then echo "array index $((last + 1)) is not refused (exit $code)" >&2; return 1; fi
+}
+srun() {
+    while [[ $# -gt 0 && $1 == -* ]]; do shift; done
+    "$@"
+}
+scontrol() { echo localhost; }
+export -f srun scontrol
+"""
+
+
 def check_pip(command: str) -> None:
     args = shlex.split(command)
     args = args[args.index("install") + 1 :]
@@ -227,6 +295,19 @@ def test_documented_command_runs(command: str, sandbox: Path):
         return
     if rule == "jupyter-lab":
         check_jupyter_lab(command, sandbox)
+        return
+    if rule in ("torchrun", "sweeps", "sbatch"):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(free_port()), "PYTHON": sys.executable}
+        if rule == "torchrun":
+            run = one_node(command)
+        elif rule == "sweeps":
+            run = sweeps_at_smoke(command)
+        else:
+            run = FAKE_SLURM + at_smoke(localise(command))
+        proc = shell(run, sandbox, timeout=900, env=env)
+        assert proc.returncode == 0, (
+            f"{run}\nfailed with {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+        )
         return
     run = at_smoke(localise(command))
     if rule == "papermill" and "--help-notebook" not in run and "-p preset" not in run:
