@@ -52,7 +52,7 @@ class Task:
     params: list[torch.Tensor]
     loss_name: str
     batch_at: Callable[[int], Batch]
-    fixed_batch: Batch | None
+    fixed_batch: Batch | None  # minibatch runs: the Transformer's fixed evaluation batch, an image task's full batch
     test_batch: Batch | None
     classification: bool
     info: dict
@@ -61,6 +61,12 @@ class Task:
         """The training loss at ``params`` on ``batch``, computed functionally (params are not mutated)."""
         out = functional_call(self.model, dict(zip(self.names, params, strict=True)), (batch.x,))
         return get_loss(self.loss_name)(out, batch.y)
+
+    def data_loss(self, params: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The loss at ``params`` on the examples ``x, y``: the form ``torch.func.vmap`` over examples or micro-batches
+        needs (:mod:`samedge_lib.stochastic`).
+        """
+        return self.loss(params, Batch(x, y, "", "minibatch"))
 
     def grad_fn(self, batch: Batch, chunk: int | None = None) -> GradFn:
         """``grad_fn(params) -> (loss, grads)`` on ``batch``: one forward and one backward pass, detached.
@@ -134,7 +140,9 @@ def build_task(cfg: RunConfig, device: torch.device, dtype: torch.dtype, data_di
                 idx = idx.to(device)
                 return Batch(x[idx], t[idx], f"{ds.name} minibatch of step {step}", "minibatch")
 
-            fixed = Batch(x[:bs], t[:bs], f"{ds.name} train[0:{bs}] fixed batch", "fixed")
+            # measure_data "fixed"/"both" on an image task: the full training batch, against which the stepped
+            # minibatch's numbers are compared (the minibatch edge against the full-batch edge)
+            fixed = train
         else:
 
             def batch_at(step: int) -> Batch:
