@@ -435,12 +435,12 @@ CLAIMS: tuple[Claim, ...] = (
 CLAIM_KEYS = tuple(c.key for c in CLAIMS)
 
 
-def claim(key: str) -> Claim:
-    """The claim named ``key``."""
-    for c in CLAIMS:
+def claim(key: str, claims: Sequence[Claim] = CLAIMS) -> Claim:
+    """The claim named ``key`` (among ``claims``: the experiment chapters' by default)."""
+    for c in claims:
         if c.key == key:
             return c
-    raise KeyError(f"unknown claim {key!r}; known: {', '.join(CLAIM_KEYS)}")
+    raise KeyError(f"unknown claim {key!r}; known: {', '.join(c.key for c in claims)}")
 
 
 def evaluate(runsets: Iterable[RunSet], claims: Sequence[Claim] = CLAIMS) -> pd.DataFrame:
@@ -467,14 +467,20 @@ def lookup(evaluations: pd.DataFrame, key: str, runset: str) -> Evaluation:
     return Evaluation(r["claim"], r["runset"], Verdict(r["verdict"]), float(r["value"]), r["detail"])
 
 
-def claims_table(evaluations: pd.DataFrame, descriptions: Mapping[str, str], made: Iterable[str]) -> pd.DataFrame:
+def claims_table(
+    evaluations: pd.DataFrame,
+    descriptions: Mapping[str, str],
+    made: Iterable[str],
+    claims: Sequence[Claim] = CLAIMS,
+) -> pd.DataFrame:
     """The chapter's claims, one row each: statement, criterion, and per run set the verdict with its number.
 
-    ``made`` are the claims the chapter makes (asserted where it runs); the others are reported.
+    ``made`` are the claims the chapter makes (asserted where it runs); the others are reported. ``claims``: the
+    list the keys come from (the experiment chapters' by default).
     """
     made = set(made)
     rows = []
-    for c in CLAIMS:
+    for c in claims:
         sub = evaluations[evaluations["claim"] == c.key]
         if sub.empty:
             continue
@@ -494,18 +500,26 @@ class ClaimError(AssertionError):
     """A claim the chapter makes does not hold on the runs it shows."""
 
 
-def assert_claims(evaluations: pd.DataFrame, made: Iterable[str], runset: str, *, allow_not_reached: bool) -> None:
+def assert_claims(
+    evaluations: pd.DataFrame,
+    made: Iterable[str],
+    runset: str,
+    *,
+    allow_not_reached: bool,
+    claims: Sequence[Claim] = CLAIMS,
+) -> None:
     """Raise :class:`ClaimError` listing every claim in ``made`` whose verdict on ``runset`` is not acceptable.
 
     ``does not hold`` and ``not measured`` always fail. ``not reached yet`` fails unless ``allow_not_reached``
     (a paper-scale run stopped early can neither confirm nor refute a claim; the ``cpu`` preset is chosen so
-    that every regime is reached, so there it fails).
+    that every regime is reached, so there it fails). ``claims``: the list the keys come from (the experiment
+    chapters' by default; another chapter passes its own).
     """
     bad = []
     for key in made:
         e = lookup(evaluations, key, runset)
         ok = e.verdict is Verdict.HOLDS or (allow_not_reached and e.verdict is Verdict.NOT_REACHED)
         if not ok:
-            bad.append(f"{claim(key).statement} -- {e.verdict.value}: {e.detail}")
+            bad.append(f"{claim(key, claims).statement} -- {e.verdict.value}: {e.detail}")
     if bad:
         raise ClaimError(f"{len(bad)} claim(s) of this chapter fail on the {runset} runs: " + " | ".join(bad))
