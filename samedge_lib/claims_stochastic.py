@@ -24,7 +24,7 @@ import pandas as pd
 
 from .claims import ON_EDGE_BAND, Claim, RunSet, Verdict, fmt, offset_words
 from .edges import collapse_variable, sam_edge
-from .results import RunResult, measurements_on, tracking_window
+from .results import MIN_TRACKED, RunResult, measurements_on, tracking_window
 from .stochastic import sampling_factor
 
 #: "Sits at 1": a median of ``Q``, of ``(eta/2) lambda_max(A_m)`` or of ``Lambda`` in this band (-15 %/+15 %).
@@ -79,8 +79,29 @@ def full_batch(res: RunResult) -> pd.DataFrame:
 
 
 def _window_steps(res: RunResult) -> set[int]:
-    """The steps after the transient, by the book's rule on the stepped data."""
-    return set(tracking_window(stepped(res))["step"].astype(int))
+    """The steps after the transient, by the book's rule on the stepped data; none when fewer than
+    :data:`~samedge_lib.results.MIN_TRACKED` (too few to say where the run sits) or when the run diverged.
+    """
+    steps = set(tracking_window(stepped(res))["step"].astype(int))
+    return steps if len(steps) >= MIN_TRACKED and diverged(res) is None else set()
+
+
+def diverged(res: RunResult) -> str | None:
+    """``"diverged at step t"`` for a diverged run (its statistics say nothing about an edge), else ``None``."""
+    if res.status.get("state") != "diverged":
+        return None
+    return f"diverged at step {res.status.get('step', '?')}"
+
+
+def unavailable(res: RunResult) -> str:
+    """Why a run has no statistic after the transient: it diverged, never reached its edge, or has too few checks."""
+    why = diverged(res)
+    if why:
+        return why
+    df = stepped(res)
+    if len(tracking_window(df)) == 0:
+        return "did not reach its edge"
+    return f"fewer than {MIN_TRACKED} checks after the transient"
 
 
 def _at_steps(df: pd.DataFrame, steps: set[int]) -> pd.DataFrame:
@@ -140,7 +161,7 @@ def batch_statistics(res: RunResult) -> dict[str, float]:
     both = win.merge(wfu, on="step", suffixes=("_b", "_f"))
     out["inflation"] = float((both["edge_b"] / both["edge_f"]).median()) if cfg.batch_size and len(both) else nan
     out["alpha_b"] = float(win["alpha"].median()) if len(win) else nan
-    noise = fu.dropna(subset=["trace_sigma"]) if "trace_sigma" in fu else fu.iloc[0:0]
+    noise = fu.dropna(subset=["trace_sigma"]) if "trace_sigma" in fu and not diverged(res) else fu.iloc[0:0]
     dev = (noise["mc_sq_grad_norm"] / noise["expected_sq_grad_norm"] - 1).abs().dropna()
     out["identity_dev"] = float(dev.max()) if len(dev) else nan
     wnoise = _at_steps(noise, win_steps)
@@ -212,9 +233,9 @@ def _edge_tracking(rs: StochasticRunSet, keep: Callable[[int], bool]) -> tuple[V
     for b, r in runs.items():
         s = batch_statistics(r)
         v = s["hb_over_sb"]
-        if s["n_window"] == 0 or not math.isfinite(v):
+        if not math.isfinite(v):
             verdicts.append(Verdict.NOT_REACHED)
-            parts.append(f"B = {b}: did not reach its edge")
+            parts.append(f"B = {b}: {unavailable(r)}")
             continue
         values.append(v)
         verdicts.append(Verdict.HOLDS if _in(ON_EDGE_BAND, v) else Verdict.FAILS)
@@ -240,8 +261,9 @@ def _q_at_one(rs: RunSet) -> tuple[Verdict, float, str]:
     for b, r in sorted(rs.sam.items()):
         q = batch_statistics(r)["q"]
         if not math.isfinite(q):
-            verdicts.append(Verdict.NOT_MEASURED)
-            parts.append(f"B = {b}: —")
+            missing = "q_sam" not in stepped(r)
+            verdicts.append(Verdict.NOT_MEASURED if missing else Verdict.NOT_REACHED)
+            parts.append(f"B = {b}: " + ("Q was not measured" if missing else unavailable(r)))
             continue
         values.append(q)
         verdicts.append(Verdict.HOLDS if _in(UNIT_BAND, q) else Verdict.FAILS)
@@ -252,7 +274,10 @@ def _q_at_one(rs: RunSet) -> tuple[Verdict, float, str]:
 def _full_edge_flat(rs: RunSet) -> tuple[Verdict, float, str]:
     assert isinstance(rs, StochasticRunSet)
     ratios = {b: batch_statistics(r)["lam_over_s"] for b, r in sorted(rs.sam.items(), reverse=True)}
+    missing = "; ".join(f"B = {b}: {unavailable(rs.sam[b])}" for b, v in ratios.items() if not math.isfinite(v))
     ratios = {b: v for b, v in ratios.items() if math.isfinite(v)}
+    if missing:
+        return Verdict.NOT_REACHED, math.nan, missing
     if len(ratios) < 2:
         return Verdict.NOT_MEASURED, math.nan, "needs SAM at two batch sizes or more"
     sizes = list(ratios)
@@ -270,6 +295,9 @@ def _noise_scaling(rs: RunSet) -> tuple[Verdict, float, str]:
         return Verdict.NOT_MEASURED, math.nan, "needs SAM at two minibatch sizes"
     small, large = sorted(mini)[:2]
     s_small, s_large = batch_statistics(mini[small]), batch_statistics(mini[large])
+    for b, s in ((small, s_small), (large, s_large)):
+        if not math.isfinite(s["edge_b"]):
+            return Verdict.NOT_REACHED, math.nan, f"B = {b}: {unavailable(mini[b])}"
     predicted = (sampling_factor(rs.n_train, small) / sampling_factor(rs.n_train, large)) ** 0.25
     measured = s_small["edge_b"] / s_large["edge_b"]
     detail = (
@@ -300,8 +328,8 @@ def _edge_inflation(rs: RunSet) -> tuple[Verdict, float, str]:
     for b, r in mini.items():
         s = batch_statistics(r)
         if not (math.isfinite(s["inflation"]) and math.isfinite(s["inflation_predicted"])):
-            verdicts.append(Verdict.NOT_MEASURED)
-            parts.append(f"B = {b}: —")
+            verdicts.append(Verdict.NOT_REACHED if math.isnan(s["hb_over_sb"]) else Verdict.NOT_MEASURED)
+            parts.append(f"B = {b}: " + (unavailable(r) if math.isnan(s["hb_over_sb"]) else "no noise check after it"))
             continue
         rel = s["inflation"] / s["inflation_predicted"]
         values.append(rel)
@@ -319,7 +347,7 @@ def _q_beats_hb(rs: RunSet) -> tuple[Verdict, float, str]:
     s = batch_statistics(mini[b])
     q, hb = s["q"], s["hb_over_sb"]
     if not (math.isfinite(q) and math.isfinite(hb)):
-        return Verdict.NOT_MEASURED, math.nan, f"B = {b}: Q_B or ‖H_B‖/S_B missing"
+        return Verdict.NOT_REACHED, math.nan, f"B = {b}: {unavailable(mini[b])}"
     dq, dh = abs(math.log(q)), abs(math.log(hb))
     detail = (
         f"at B = {b}: median Q_B = {q:.3f} ({offset_words(q, '1')}), "
@@ -334,6 +362,9 @@ def _trace_vs_lambda(rs: RunSet) -> tuple[Verdict, float, str]:
     if len(common) < 2 or rs.n_train not in common:
         return Verdict.NOT_MEASURED, math.nan, "needs SAM and SGD at the full batch and at a minibatch size"
     small = common[0]
+    for run in (rs.sam[small], rs.sgd[small], rs.sam[rs.n_train], rs.sgd[rs.n_train]):
+        if diverged(run):
+            return Verdict.NOT_REACHED, math.nan, f"{run.config.run_name()} {diverged(run)}"
     ratio, parts = {}, []
     for b in (small, rs.n_train):
         sam, sgd = batch_statistics(rs.sam[b]), batch_statistics(rs.sgd[b])
@@ -354,10 +385,10 @@ def _sgd_batch_sharpness(rs: RunSet) -> tuple[Verdict, float, str]:
     verdicts, values, parts = [], [], []
     for b, r in sorted(rs.sgd.items()):
         df = stepped(r)
-        win = tracking_window(df)
+        win = _at_steps(df, _window_steps(r))
         if len(win) == 0 or "q_sam" not in win:
             verdicts.append(Verdict.NOT_REACHED)
-            parts.append(f"B = {b}: did not reach 2/η")
+            parts.append(f"B = {b}: {unavailable(r)}")
             continue
         q = float(win["q_sam"].median())
         values.append(q)
@@ -371,6 +402,8 @@ def _sgd_batch_sharpness(rs: RunSet) -> tuple[Verdict, float, str]:
 # E4b: m-sharpness; E5a: the drift
 # ------------------------------------------------------------------------------------------------
 def _m_edge_verdict(res: RunResult) -> tuple[Verdict, float, str]:
+    if diverged(res):
+        return Verdict.NOT_REACHED, math.nan, diverged(res) or ""
     s = m_edge_statistics(res)
     if s["n"] == 0:
         return Verdict.NOT_REACHED, math.nan, f"no oscillating check ({100 * s['oscillating']:.0f} % oscillating)"
@@ -411,6 +444,8 @@ def _drift(rs: RunSet) -> tuple[Verdict, float, str]:
     assert isinstance(rs, StochasticRunSet)
     if rs.n_train not in rs.sam:
         return Verdict.NOT_MEASURED, math.nan, "no full-batch SAM run"
+    if diverged(rs.sam[rs.n_train]):
+        return Verdict.NOT_REACHED, math.nan, f"full-batch SAM {diverged(rs.sam[rs.n_train])}"
     s = drift_statistics(rs.sam[rs.n_train])
     if s["n"] == 0:
         return Verdict.NOT_MEASURED, math.nan, "the drift was not measured"

@@ -213,3 +213,15 @@ def test_assert_claims_names_a_failing_claim_of_this_chapter():
     ev = cl.evaluate([rs], cs.CLAIMS)
     with pytest.raises(cl.ClaimError, match="At B ≥ 100 the stepped minibatch's sharpness sits"):
         cl.assert_claims(ev, ["minibatch_edge"], "live", allow_not_reached=False, claims=cs.CLAIMS)
+
+
+def test_a_diverged_run_is_not_evidence_for_or_against_a_prediction():
+    rs = runset(sam={25: {"ratio": 3.0, "q": 5.0}})  # what a run blowing up looks like in its last checks
+    res = rs.sam[25]
+    blown = RunResult(res.config, res.path, res.measurements, res.steps, {"state": "diverged", "step": 7}, {})
+    rs = cs.StochasticRunSet("live", "x", rs.runs, RHO, None, sam={**rs.sam, 25: blown}, sgd=rs.sgd, n_train=N)
+    for key in ("minibatch_edge_small", "q_beats_hb", "noise_scaling", "trace_vs_lambda"):
+        v, _, detail = verdict(rs, key)
+        assert v is cl.Verdict.NOT_REACHED and "diverged at step 7" in detail, key
+    v, _, detail = verdict(rs, "q_at_one")  # the other batch sizes still count
+    assert v is cl.Verdict.NOT_REACHED and "B = 25: diverged at step 7" in detail and "B = 100: 1.000" in detail
