@@ -311,3 +311,41 @@ def test_drift_residual_vanishes_for_gd_and_on_sams_two_cycle():
     assert float(residual.norm()) < 1e-14
     assert math.isnan(st.drift_alignment(torch.zeros(3, dtype=F64), q[:, 0]))
     assert st.drift_alignment(torch.tensor([1.0, 0.0]), torch.tensor([-2.0, 0.0])) == pytest.approx(1.0)
+
+
+def test_vmapped_routes_agree_with_autograd_on_the_cnn_with_layernorm_and_pooling():
+    """The CIFAR CNN (convolutions, channel LayerNorm, max-pooling) through vmap: per-example gradients and A_m's
+    products against plain autograd (torch.func's jacrev gets LayerNorm's mixed derivatives wrong in torch 2.13; this
+    route must not).
+    """
+    from samedge_lib.losses import get_loss
+    from samedge_lib.models import make_model
+
+    model = make_model("cifar10", seed=0, feature_multiplier=2).to(F64)
+    names = [n for n, _ in model.named_parameters()]
+    params = [p.detach().clone() for p in model.parameters()]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 32, 32, generator=g, dtype=F64)
+    y = torch.nn.functional.one_hot(torch.arange(4) % 10, 10).to(F64)
+
+    def loss(ps, xb, yb):
+        return get_loss("mse_mean")(functional_call(model, dict(zip(names, ps, strict=True)), (xb,)), yb)
+
+    stacked = st.per_example_gradients(loss, params, x, y)
+    for i in range(4):
+        torch.testing.assert_close(
+            flat([s[i] for s in stacked]),
+            autograd_grad(loss, params, x[i : i + 1], y[i : i + 1]),
+            rtol=1e-10,
+            atol=1e-13,
+        )
+    xs, ys = st.micro_batches(x, y, 2, torch.arange(4))
+    norms = st.msam_gradient(loss, params, xs, ys, 0.1).micro_grad_norms
+    op = st.MSamOperator(loss, params, xs, ys, norms, 0.1)
+    v = torch.randn(op.dim, generator=g, dtype=F64)
+    ref = 0
+    for k in range(2):
+        hk = HessianOperator(lambda ps, k=k: loss(ps, xs[k], ys[k]), params)  # double backward
+        hv = hk.matvec(v)
+        ref = ref + hv + 0.1 * hk.matvec(hv) / norms[k]
+    torch.testing.assert_close(op.matvec(v), ref / 2, rtol=1e-9, atol=1e-12)
