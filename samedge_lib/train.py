@@ -249,9 +249,8 @@ class _Runner:
         return st.micro_batches(batch.x, batch.y, self.cfg.micro_batch, order)
 
     def lookahead(self, step: int) -> dict[str, Any]:
-        """The next two updates from the current parameters (the run takes exactly these, unless they lie past its last
-        step): the oscillation
-        cosine ``cos(w_{t+1} - w_t, w_{t+2} - w_{t+1})`` and the two-step drift residual of
+        """The next two updates from the current parameters (the run takes exactly these unless they lie past its last
+        step): the oscillation cosine ``cos(w_{t+1} - w_t, w_{t+2} - w_{t+1})`` and the two-step drift residual of
         :func:`samedge_lib.stochastic.drift_residual`.
         """
         w1, info1 = self.step_from(self.params, step)
