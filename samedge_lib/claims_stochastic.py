@@ -526,7 +526,7 @@ CLAIMS: tuple[Claim, ...] = (
         "Small-batch SAM flattens the trace more than λ₁; full-batch SAM the reverse.",
         "(tr H ratio)/(λ₁ ratio), SAM against SGD at the last noise check, at the smallest B (and the full batch)",
         "< 1 at the smallest B and > 1 at the full batch",
-        "Wen, Ma & Li (2023), as this book operationalises it",
+        "Wen, Ma & Li (2022), as this book operationalises it",
         _trace_vs_lambda,
     ),
     Claim(

@@ -461,3 +461,19 @@ def parameter_count(rs: cs.StochasticRunSet) -> int:
 
     cfg = rs.sam[rs.n_train].config
     return sum(p.numel() for p in make_model(cfg.task, seed=0, **cfg.model).parameters())
+
+
+def show_claims(evaluations: pd.DataFrame, rs: cs.StochasticRunSet, made: Sequence[str]) -> None:
+    """The claims table (untruncated) and the findings as a list, each with its source, verdict and evidence."""
+    from IPython.display import Markdown, display
+
+    with pd.option_context("display.max_colwidth", None):
+        display(claims_table(evaluations, rs, made).set_index("claim"))
+    found = findings(evaluations, made)
+    if found.empty:
+        display(Markdown("*Every reported prediction holds on these runs.*"))
+        return
+    items = [
+        f"* **{r['prediction']}** ({r['source']}) — *{r['verdict']}*: {r['evidence']}." for _, r in found.iterrows()
+    ]
+    display(Markdown("**Findings**\n\n" + "\n".join(items)))
