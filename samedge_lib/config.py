@@ -48,7 +48,18 @@ MODEL_KEYS = {
 
 
 #: Fields added after runs were stored, with their defaults: they enter the identity hash only when set.
-LATER_FIELDS: dict[str, Any] = {"momentum": 0.0, "nesterov": False, "sam_start": 0, "measure_after_switch": 0}
+LATER_FIELDS: dict[str, Any] = {
+    "momentum": 0.0,
+    "nesterov": False,
+    "sam_start": 0,
+    "measure_after_switch": 0,
+    "micro_batch": None,
+    "batch_sharpness": False,
+    "noise_every": 0,
+    "noise_batches": 50,
+    "hutchinson_probes": 10,
+    "drift_every": 0,
+}
 
 
 class ConfigError(ValueError):
@@ -113,6 +124,16 @@ class RunConfig:
         grad_chunk: full-batch gradients computed in chunks of this many examples (memory); ``None`` = one pass.
         max_loss: the run stops as diverged if the training loss exceeds this (or is NaN/inf).
         name: optional human label; not part of the identity hash.
+        micro_batch: m-SAM (Foret et al.'s m-sharpness; image tasks, ``optimizer="sam"``): the update's batch is cut
+            into micro-batches of this many examples, each with its own ascent step, reshuffled every step; every
+            check also measures the stability operator ``A_m`` (:mod:`samedge_lib.stochastic`). ``None`` = SAM.
+        batch_sharpness: at every check also measure the SAM batch sharpness ``Q`` (one Hessian-vector product per
+            data) and the cosine between the update about to be taken and the next one (oscillation sign).
+        noise_every: every this many checks, measure the gradient noise on the training set: ``tr Sigma`` from
+            per-example gradients, the mean ``||g_B||^2`` of ``noise_batches`` random batches of the run's batch size,
+            and Hutchinson's ``tr H`` with ``hutchinson_probes`` probes (image tasks); 0 = never.
+        drift_every: every this many checks, the two-step drift of the next two updates against
+            ``-grad lambda_1`` (Bartlett, Long & Bousquet 2023); 0 = never.
 
     """
 
@@ -146,6 +167,12 @@ class RunConfig:
     sam_start: int = 0
     measure_after_switch: int = 0
     name: str = ""
+    micro_batch: int | None = None
+    batch_sharpness: bool = False
+    noise_every: int = 0
+    noise_batches: int = 50
+    hutchinson_probes: int = 10
+    drift_every: int = 0
 
     def validate(self) -> RunConfig:
         """Raise :class:`ConfigError` naming the first bad field and its allowed values; return self."""
@@ -176,8 +203,11 @@ class RunConfig:
             raise ConfigError(f"loss={self.loss!r} does not fit task {self.task!r}; choose one of: {allowed}")
         if self.task == "shakespeare" and self.batch_size is None:
             raise ConfigError("task 'shakespeare' is trained on minibatches: set batch_size (the paper: 128)")
-        if self.task != "shakespeare" and self.measure_data != "batch":
-            raise ConfigError("measure_data other than 'batch' only applies to the minibatch task 'shakespeare'")
+        if self.task != "shakespeare" and self.measure_data != "batch" and self.batch_size is None:
+            raise ConfigError(
+                f"measure_data={self.measure_data!r} needs minibatches (image tasks: the stepped minibatch and the "
+                "full batch); set batch_size, or use measure_data='batch' for a full-batch run"
+            )
         for name in ("n_train", "n_test", "batch_size", "grad_chunk"):
             value = getattr(self, name)
             if value is not None:
@@ -187,6 +217,7 @@ class RunConfig:
         for name in ("steps", "measure_every", "k", "lanczos_max_iter"):
             _positive(name, getattr(self, name), integer=True)
         _positive("checkpoint_seconds", self.checkpoint_seconds, allow_zero=True)
+        self._validate_stochastic()
         _positive("lanczos_tol", self.lanczos_tol)
         _positive("max_loss", self.max_loss)
         if not isinstance(self.tf32, bool):
@@ -213,6 +244,36 @@ class RunConfig:
             raise ConfigError(f"sam_start={self.sam_start} must be below steps={self.steps}, or SAM never runs")
         if self.measure_after_switch > 0 and self.sam_start == 0:
             raise ConfigError("measure_after_switch > 0 needs sam_start > 0 (the step at which SAM switches on)")
+
+    def _validate_stochastic(self) -> None:
+        """The fields of stochastic SAM's measurements and of m-SAM (see the class docstring)."""
+        for name in ("noise_every", "drift_every"):
+            _positive(name, getattr(self, name), integer=True, allow_zero=True)
+        for name in ("noise_batches", "hutchinson_probes"):
+            _positive(name, getattr(self, name), integer=True)
+        if not isinstance(self.batch_sharpness, bool):
+            raise ConfigError(f"batch_sharpness must be true or false, got {self.batch_sharpness!r}")
+        per_example = self.task in ("mnist", "cifar10")  # the Transformer's loss is not vmapped per example
+        if self.noise_every and not per_example:
+            raise ConfigError(f"noise_every needs per-example gradients, which task {self.task!r} lacks; set it to 0")
+        lookahead = self.batch_sharpness or self.drift_every or self.micro_batch is not None
+        if lookahead and (self.momentum > 0 or self.sam_start > 0):
+            raise ConfigError(
+                "batch_sharpness, drift_every and micro_batch apply to momentum-free runs that are SAM from step 0 "
+                "(their look-ahead and m-SAM's update do not carry a velocity or a switch); set momentum=0 and "
+                "sam_start=0, or leave them at their defaults"
+            )
+        if self.micro_batch is None:
+            return
+        _positive("micro_batch", self.micro_batch, integer=True)
+        if self.optimizer != "sam":
+            raise ConfigError(f"micro_batch (m-SAM) needs optimizer='sam', got optimizer={self.optimizer!r}")
+        if not per_example:
+            raise ConfigError(f"micro_batch (m-SAM) applies to the image tasks, not to {self.task!r}")
+        batch = self.batch_size if self.batch_size is not None else self.n_train
+        if batch is not None and batch % self.micro_batch:
+            what = "batch_size" if self.batch_size is not None else "n_train (the full batch)"
+            raise ConfigError(f"micro_batch={self.micro_batch} must divide {what}={batch}")
 
     # -- identity -------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -246,6 +307,8 @@ class RunConfig:
     def run_name(self) -> str:
         """Folder name of the run: readable prefix + identity hash."""
         label = self.optimizer if self.optimizer == "gd" else f"{self.optimizer}-rho{self.rho:g}"
+        if self.micro_batch is not None:
+            label = f"msam{self.micro_batch}-rho{self.rho:g}"
         if self.momentum > 0:
             label += f"-{'nesterov' if self.nesterov else 'hb'}{self.momentum:g}"
         if self.sam_start > 0:
@@ -359,3 +422,73 @@ def preset_config(task: str, preset: str, rho: float = 0.0, **overrides: Any) ->
     fields.update(task=task, rho=float(rho), optimizer="gd" if rho == 0 else "sam")
     fields.update(overrides)
     return RunConfig(**fields).validate()
+
+
+# --------------------------------------------------------------------------------------------
+# The stochastic-SAM chapter ("Beyond the paper"): MNIST on the cpu preset's model and data (eta = 1.25, so
+# 2/eta = 1.6; n = 1000), SAM at several batch sizes with SGD baselines, and m-SAM on the full batch.
+# --------------------------------------------------------------------------------------------
+
+#: Per preset: the base MNIST preset, the grids (batch sizes of SAM and of SGD, m-SAM's micro-batch sizes on the full
+#: batch) and the run settings. ``paper`` is the chapter's full design on the same model (it has no paper-scale
+#: counterpart: the paper does not vary the batch); ``cpu`` is the book's, cut to fit its build budget.
+STOCHASTIC_PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": dict(
+        base="smoke",
+        rho=0.1,
+        batch_sizes=(256, 32),
+        sgd_batch_sizes=(32,),
+        micro_batches=(64,),
+        run=dict(steps=10, measure_every=5, noise_every=2, drift_every=1, noise_batches=4, hutchinson_probes=2),
+    ),
+    # cpu: the design's predictions at three batch sizes and two micro-batch sizes, in 400 steps (when this preset
+    # was chosen, every verdict on the design's 600-step runs was the same on their first 400 steps).
+    "cpu": dict(
+        base="cpu",
+        rho=0.1,
+        batch_sizes=(1000, 100, 25),
+        sgd_batch_sizes=(1000, 25),
+        micro_batches=(100, 25),
+        run=dict(steps=400, measure_every=20, noise_every=5, drift_every=1),
+    ),
+    "paper": dict(
+        base="cpu",
+        rho=0.1,
+        batch_sizes=(1000, 250, 100, 50, 25),
+        sgd_batch_sizes=(1000, 25),
+        micro_batches=(100, 25),
+        run=dict(steps=600, measure_every=20, noise_every=5, drift_every=1),
+    ),
+}
+
+
+def stochastic_config(
+    preset: str, *, batch_size: int, rho: float, micro_batch: int | None = None, **overrides: Any
+) -> RunConfig:
+    """One run of the stochastic-SAM chapter: MNIST at ``STOCHASTIC_PRESETS[preset]``, batch ``batch_size``.
+
+    ``batch_size`` equal to the training set is the full batch (``batch_size=None`` in the run); a smaller one is
+    measured on the stepped minibatch and on the full batch (``measure_data="both"``). Every check measures ``Q``
+    and the oscillation sign, every ``noise_every``-th the gradient noise; SAM runs also the drift. ``rho = 0`` is
+    SGD; ``micro_batch`` makes it m-SAM.
+    """
+    _choice("preset", preset, PRESETS)
+    spec = STOCHASTIC_PRESETS[preset]
+    fields: dict[str, Any] = dict(spec["run"])
+    n = _PRESETS["mnist"][spec["base"]]["n_train"]
+    _positive("batch_size", batch_size, integer=True)
+    if batch_size > n:
+        raise ConfigError(f"batch_size={batch_size} exceeds the {n} training examples of the {preset} preset")
+    minibatch = batch_size < n
+    fields.update(
+        batch_size=batch_size if minibatch else None,
+        measure_data="both" if minibatch else "batch",
+        k=1,
+        official_every=0,
+        batch_sharpness=True,
+        micro_batch=micro_batch,
+    )
+    if rho == 0:
+        fields["drift_every"] = 0  # SGD's two steps have no ascent part: the residual is zero
+    fields.update(overrides)
+    return preset_config("mnist", spec["base"], rho=rho, **fields)

@@ -300,3 +300,19 @@ def edge_regime(alpha_value: float, tol: float = 0.1) -> str:
     if alpha_value <= low:
         return "square-root"
     return "GD-like" if alpha_value >= high else "crossover"
+
+
+# Beyond the paper: the minibatch SAM-edge when gradient noise dominates (book chapter on stochastic SAM).
+# ------------------------------------------------------------------------------------------------
+def noise_dominated_sam_edge(eta: ArrayLike, rho: ArrayLike, noise_sq: ArrayLike) -> ArrayLike:
+    """The minibatch SAM-edge where noise sets ``||g_B||`` and ``alpha_B << 1``: ``sqrt(2/(eta rho)) noise_sq^(1/4)``.
+
+    ``noise_sq`` is ``E ||g_B||^2`` when the full-batch gradient is negligible against the noise, i.e.
+    ``(N - B)/(B (N - 1)) tr Sigma`` (:func:`samedge_lib.stochastic.expected_sq_grad_norm`). For ``alpha -> 0`` the
+    SAM-edge tends to ``sqrt(2 ||g||/(eta rho))`` (the quadratic term of ``(eta rho/||g||) lam^2 + eta lam = 2``
+    dominates), and ``||g_B|| ~ noise_sq^(1/2)``: so the edge grows like ``B^(-1/4)`` as the batch shrinks.
+    """
+    _check_positive("eta", eta)
+    _check_positive("rho", rho)
+    _check_nonnegative("noise_sq", noise_sq, "mean squared gradient norm")
+    return _sqrt(2.0 / (eta * rho)) * _sqrt(_sqrt(noise_sq))

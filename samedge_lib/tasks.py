@@ -69,7 +69,7 @@ class Task:
     params: list[torch.Tensor]
     loss_name: str
     batch_at: Callable[[int], Batch]
-    fixed_batch: Batch | None
+    fixed_batch: Batch | None  # minibatch runs: the Transformer's fixed evaluation batch, an image task's full batch
     test_batch: Batch | None
     classification: bool
     info: dict
@@ -79,6 +79,12 @@ class Task:
         """The training loss at ``params`` on ``batch``, computed functionally (params are not mutated)."""
         out = functional_call(self.model, dict(zip(self.names, params, strict=True)), (batch.x,))
         return get_loss(self.loss_name)(out, batch.y)
+
+    def data_loss(self, params: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The loss at ``params`` on the examples ``x, y``: the form ``torch.func.vmap`` over examples or micro-batches
+        needs (:mod:`samedge_lib.stochastic`).
+        """
+        return self.loss(params, Batch(x, y, "", "minibatch"))
 
     def grad_fn(self, batch: Batch, chunk: int | None = None) -> GradFn:
         """``grad_fn(params) -> (loss, grads)`` on ``batch``: one forward and one backward pass, detached.
@@ -217,7 +223,11 @@ def build_task(
                 idx = idx.to(device)
                 return _part(x[idx], t[idx], f"{ds.name} minibatch of step {step}", "minibatch", comm, device)
 
-            fixed = _part(x[:bs], t[:bs], f"{ds.name} train[0:{bs}] fixed batch", "fixed", comm, device)
+            # measure_data "fixed"/"both" on an image task: the full training batch, against which the stepped
+            # minibatch's numbers are compared (the minibatch edge against the full-batch edge)
+            fixed = _part(
+                ds.x_train, ds.t_train, f"{ds.name} train[0:{n}] full batch", "full", comm, device, dtype=dtype
+            )
         else:
             train = _part(
                 ds.x_train, ds.t_train, f"{ds.name} train[0:{n}] full batch", "full", comm, device, dtype=dtype

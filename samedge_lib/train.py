@@ -52,6 +52,7 @@ from tqdm import tqdm
 
 from . import distributed, provenance
 from . import runfolder as rf
+from . import stochastic as st
 from .config import ConfigError, RunConfig
 from .edges import (
     alpha,
@@ -83,6 +84,17 @@ CHECKPOINT_FORMAT = "samedge-run-checkpoint/2"
 
 #: Commits are at least this many times their own duration apart, so they cost under 1/COST_FACTOR of the run.
 COST_FACTOR = 50.0
+
+#: The gradient-noise columns (``noise_every``): set in the full-batch row of a check, NaN elsewhere.
+_NOISE_COLUMNS = (
+    "trace_sigma",
+    "noise_sq",
+    "expected_sq_grad_norm",
+    "mc_sq_grad_norm",
+    "mc_sq_grad_norm_se",
+    "trace_h",
+    "trace_h_se",
+)
 
 
 class RunDivergedError(RuntimeError):
@@ -180,6 +192,7 @@ class _Runner:
                 raise ConfigError(str(err)) from err
 
         self.task: Task = comm.in_stages(load)  # one process per node first: it downloads missing data
+        self._check_batches()
         self.gen = torch.Generator().manual_seed(cfg.seed + 12345)
         self.params = self.task.params
         self.velocity: list[torch.Tensor] | None = None
@@ -233,6 +246,32 @@ class _Runner:
         del self.steps_log[b.n_steps :]
         self.elapsed, self.measure_seconds = b.elapsed, b.measure_seconds
 
+    def _check_batches(self) -> None:
+        """What the configuration asks of the data that only the loaded data can tell (sizes, a fixed batch)."""
+        cfg, task = self.cfg, self.task
+        if cfg.measure_data == "fixed" and task.fixed_batch is None:
+            raise ConfigError(
+                f"measure_data='fixed' needs minibatches, but batch_size={cfg.batch_size} covers the whole training "
+                f"set of {task.batch_at(0).size}; use measure_data='batch'"
+            )
+        stochastic = ("micro_batch", "noise_every", "drift_every", "batch_sharpness")
+        used = [name for name in stochastic if getattr(cfg, name) not in (None, 0, False)]
+        if self.comm.distributed and used:
+            raise ConfigError(
+                f"{', '.join(used)} run on one process only (their per-example and micro-batch work is not split "
+                "between ranks); start the run without torchrun, or leave them at their defaults"
+            )
+        if cfg.micro_batch is not None:
+            for batch in (task.batch_at(0), *([task.fixed_batch] if cfg.measure_data != "batch" else [])):
+                if batch is not None and batch.size % cfg.micro_batch:
+                    raise ConfigError(
+                        f"micro_batch={cfg.micro_batch} must divide the {batch.size} examples of the {batch.label}"
+                    )
+
+    def _due(self, every: int, step: int) -> bool:
+        """Whether a diagnostic asked for every ``every`` checks runs at the check of ``step`` (0: never)."""
+        return bool(every) and (step // self.cfg.measure_every) % every == 0
+
     # -- gradients --------------------------------------------------------------------------
     def grad_fn_for(self, batch: Batch):
         """``grad_fn(params) -> (loss, grads)`` on ``batch``, chunked over examples if the config asks (one home:
@@ -248,33 +287,92 @@ class _Runner:
     def update(self, step: int) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, StepInfo]:
         """One update on the batch of ``step``: the new parameters and velocity (``self`` is not changed).
 
-        Without momentum: GD, SAM or USAM (:mod:`samedge_lib.updates`); with momentum, the same gradient
-        stepped through a heavy-ball or Nesterov buffer (:func:`samedge_lib.updates.momentum_step`). Before
-        ``sam_start`` the step is GD's.
+        Without momentum: GD, SAM, USAM or m-SAM (:meth:`step_from`); with momentum, the same gradient stepped
+        through a heavy-ball or Nesterov buffer (:func:`samedge_lib.updates.momentum_step`). Before ``sam_start``
+        the step is GD's.
         """
-        batch = self.task.batch_at(step)
-        grad_fn = self.grad_fn_for(batch)
         cfg = self.cfg
-        rho = self.rho_at(step)
         if cfg.momentum > 0:
             new, velocity, info = momentum_step(
                 self.params,
                 self.velocity,
-                grad_fn,
+                self.grad_fn_for(self.task.batch_at(step)),
                 cfg.eta,
-                rho,
+                self.rho_at(step),
                 cfg.momentum,
                 nesterov=cfg.nesterov,
                 normalized=cfg.optimizer != "usam",
             )
             return [p.detach() for p in new], [v.detach() for v in velocity], info
-        if rho == 0:
-            new, info = gd_step(self.params, grad_fn, cfg.eta)
+        new, info = self.step_from(self.params, step)
+        return new, None, info
+
+    def step_from(self, params: list[torch.Tensor], step: int) -> tuple[list[torch.Tensor], StepInfo]:
+        """The momentum-free update of ``step`` taken from ``params``: a pure function of both (no state read or
+        changed; :meth:`lookahead` takes two of them).
+        """
+        batch = self.task.batch_at(step)
+        grad_fn = self.grad_fn_for(batch)
+        cfg = self.cfg
+        rho = self.rho_at(step)
+        if cfg.micro_batch is not None:
+            new, info = st.msam_step(params, self.task.data_loss, *self.micro(batch, step), cfg.eta, cfg.rho)
+        elif rho == 0:
+            new, info = gd_step(params, grad_fn, cfg.eta)
         elif cfg.optimizer == "sam":
-            new, info = sam_step(self.params, grad_fn, cfg.eta, rho)
+            new, info = sam_step(params, grad_fn, cfg.eta, rho)
         else:
-            new, info = usam_step(self.params, grad_fn, cfg.eta, rho)
-        return [p.detach() for p in new], None, info
+            new, info = usam_step(params, grad_fn, cfg.eta, rho)
+        return [p.detach() for p in new], info
+
+    def micro(self, batch: Batch, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """m-SAM's micro-batches of ``batch`` at ``step`` (a fresh partition every step, seeded by seed and step)."""
+        order = st.msam_permutation(batch.size, self.cfg.seed, step)
+        return st.micro_batches(batch.x, batch.y, self.cfg.micro_batch, order)
+
+    def lookahead(self, step: int) -> dict[str, Any]:
+        """The next two updates from the current parameters (the run takes exactly these unless they lie past its last
+        step): the oscillation cosine ``cos(w_{t+1} - w_t, w_{t+2} - w_{t+1})`` and the two-step drift residual of
+        :func:`samedge_lib.stochastic.drift_residual`.
+        """
+        w1, info1 = self.step_from(self.params, step)
+        w2, info2 = self.step_from(w1, step + 1)
+        d1 = _flat([b - a for a, b in zip(self.params, w1, strict=True)])
+        d2 = _flat([b - a for a, b in zip(w1, w2, strict=True)])
+        residual = st.drift_residual(self.params, w2, info1.grad, info2.grad, self.cfg.eta)
+        return {"osc_cos": st.cosine(d1, d2), "residual": residual}
+
+    def noise(self, step: int) -> dict[str, float]:
+        """Gradient noise on the whole training set at the current parameters (the ``noise_every`` columns)."""
+        cfg, task = self.cfg, self.task
+        full = task.fixed_batch if task.fixed_batch is not None else task.batch_at(step)
+        n = full.size
+        b = min(cfg.batch_size or n, n)
+        gen = torch.Generator().manual_seed((2 << 40) + cfg.seed * 1_000_003 + step)  # not the solvers' generator
+        op = task.operator(self.params, full, cfg.hvp)
+        _, g = op.gradient()
+        g_norm = float(g.double().norm())
+        tr_sigma = st.gradient_noise_trace(task.data_loss, self.params, full.x, full.y, mean_grad=g)
+        out = {
+            "trace_sigma": tr_sigma,
+            "noise_sq": st.sampling_factor(n, b) * tr_sigma,
+            "expected_sq_grad_norm": st.expected_sq_grad_norm(g_norm, tr_sigma, n, b),
+            "mc_sq_grad_norm": math.nan,
+            "mc_sq_grad_norm_se": math.nan,
+        }
+        if b < n:
+            grad_fn = self.grad_fn_for
+
+            def sq_norm(idx: torch.Tensor) -> float:
+                idx = idx.to(full.x.device)
+                _, gb = grad_fn(Batch(full.x[idx], full.y[idx], full.label, "minibatch"))(self.params)
+                return float(global_norm(gb).double()) ** 2
+
+            sq = st.random_batch_sq_grad_norms(sq_norm, n, b, cfg.noise_batches, gen)
+            se = float(sq.std(unbiased=True)) / math.sqrt(len(sq)) if len(sq) > 1 else math.nan
+            out.update(mc_sq_grad_norm=float(sq.mean()), mc_sq_grad_norm_se=se)
+        out["trace_h"], out["trace_h_se"] = st.hutchinson_trace(op, cfg.hutchinson_probes, gen)
+        return out
 
     @property
     def eta_eff(self) -> float:
@@ -325,13 +423,33 @@ class _Runner:
         rows = []
         vecs = dict(self.prev_vecs)
         test = self.task.metrics(self.params, self.task.test_batch) if self.task.test_batch is not None else {}
+        t0 = time.perf_counter()
+        drift = self._due(cfg.drift_every, step)
+        look = self.lookahead(step) if cfg.batch_sharpness or drift else None
+        noise = self.noise(step) if self._due(cfg.noise_every, step) else None
+        shared_seconds = time.perf_counter() - t0
         for batch in batches:
             t0 = time.perf_counter()
-            rows.append(self._measure_on(step, batch, test, vecs))
+            rows.append(self._measure_on(step, batch, test, vecs, look if drift else None))
+            if cfg.batch_sharpness:
+                rows[-1]["osc_cos"] = look["osc_cos"]
             rows[-1]["measure_seconds"] = time.perf_counter() - t0
+        if cfg.noise_every:  # the training set's noise: in the full-batch row (the first row of a full-batch run)
+            for r in rows:
+                r.update(dict.fromkeys(_NOISE_COLUMNS, math.nan))
+            target = next((r for r in rows if r["data"] == "full"), rows[0])
+            target.update(noise or {})
+        rows[0]["measure_seconds"] += shared_seconds
         return rows, vecs
 
-    def _measure_on(self, step: int, batch: Batch, test: dict[str, float], vecs: dict[str, torch.Tensor]) -> dict:
+    def _measure_on(
+        self,
+        step: int,
+        batch: Batch,
+        test: dict[str, float],
+        vecs: dict[str, torch.Tensor],
+        look: dict[str, Any] | None = None,
+    ) -> dict:
         cfg = self.cfg
 
         op = self.task.operator(self.params, batch, cfg.hvp)
@@ -350,7 +468,25 @@ class _Runner:
         grad_fn = self.grad_fn_for(batch)
         g_list = op.unflatten(g_flat)
         rho = self.rho_at(step)
-        if cfg.optimizer == "usam" and rho > 0:
+        extra: dict[str, Any] = {}
+        if cfg.micro_batch is not None:  # m-SAM's direction on this data, and its stability operator A_m
+            xs, ys = self.micro(batch, step)
+            mg = st.msam_gradient(self.task.data_loss, self.params, xs, ys, cfg.rho)
+            g_upd = mg.direction
+            a_op = st.MSamOperator(self.task.data_loss, self.params, xs, ys, mg.micro_grad_norms, cfg.rho)
+            key = f"msam_{batch.kind}"
+            a_res = lanczos(
+                a_op, k=1, v0=vecs.get(key), tol=cfg.lanczos_tol, max_iter=cfg.lanczos_max_iter, generator=self.gen
+            )
+            vecs[key] = a_res.eigenvectors.detach().clone()
+            extra.update(
+                msam_lambda=float(a_res.eigenvalues[0]),
+                msam_residual=float(a_res.residuals[0]),
+                msam_matvecs=int(a_res.n_matvec),
+                msam_converged=bool(a_res.converged),
+                msam_micro_batches=int(xs.shape[0]),
+            )
+        elif cfg.optimizer == "usam" and rho > 0:
             _, g_upd = grad_fn(add_scaled(self.params, g_list, rho))
         else:
             g_upd = sam_gradient(self.params, g_list, grad_fn, rho)
@@ -382,6 +518,18 @@ class _Runner:
             align_g=_abs_cos(g_flat, v1),
             align_sam_g=_abs_cos(_flat(g_upd), v1),
         )
+        if cfg.batch_sharpness:
+            row["q_sam"] = st.sam_batch_sharpness(op, g_flat, _flat(g_upd), cfg.eta)
+        row.update(extra)
+        if cfg.drift_every:
+            row.update(drift_cos=math.nan, drift_norm=math.nan, sharpness_grad_norm=math.nan)
+        if look is not None:
+            grad_l1 = st.sharpness_gradient(lambda ps: self.task.loss(ps, batch), self.params, v1)
+            row.update(
+                drift_cos=st.drift_alignment(look["residual"], grad_l1),
+                drift_norm=float(look["residual"].double().norm()),
+                sharpness_grad_norm=float(grad_l1.double().norm()),
+            )
         if cfg.official_every and (step // cfg.measure_every) % cfg.official_every == 0:
             fd = self.task.operator(self.params, batch, "finite_difference")
             off = official_power_iteration(fd, k=1, generator=self.gen)
@@ -427,9 +575,10 @@ class _Runner:
             self.sessions[-1]["to_step"] = self.next_step
         status = {"state": state, **{k: v for k, v in extra.items() if v is not None}}
         if self.comm.is_writer:  # the other ranks of a torchrun run never touch the folder
-            rf.save_checkpoint(self.path, self._record(status))
-            rf.fault_point("checkpoint:done")
-            self.write_derived(status)
+            with rf.signals_deferred():  # an interrupt lands between commits, never inside torch.save
+                rf.save_checkpoint(self.path, self._record(status))
+                rf.fault_point("checkpoint:done")
+                self.write_derived(status)
         self.last_commit_cost = time.perf_counter() - t0
         self.commit_seconds += self.last_commit_cost
         self.last_commit_end = time.perf_counter()

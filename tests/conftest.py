@@ -38,3 +38,20 @@ def _isolated_runs_root(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop("SAMEDGE_RUNS", None)
     else:
         os.environ["SAMEDGE_RUNS"] = old
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for tests that compare a resumed run with an uninterrupted one bitwise: the forked
+    children of the fault drill pin one (OpenMP pools do not survive a fork) and its CLI subprocesses get
+    ``OMP_NUM_THREADS=1``, so the in-process reference must compute with one too.
+
+    Bitwise equality of a resumed run holds at a fixed thread count: a reduction split over two threads adds in
+    another order than over one (the last bits of ``grad_norm`` differ from step 0 on).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -38,25 +38,14 @@ WALL_COLUMNS = {"wall_time", "measure_seconds"}
 KILLED = 137
 SEED = 20240601
 
+#: Every run of the drill computes with one torch thread (see ``one_torch_thread`` in conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _cfg(**kw):
     base = dict(steps=6, measure_every=2, k=2, n_train=64, n_test=32, checkpoint_every=1)
     base.update(kw)
     return preset_config("mnist", "smoke", rho=0.1, **base)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Every run of the drill computes with one torch thread: the forked children pin one (OpenMP pools do not
-    survive a fork) and the CLI subprocesses get ``OMP_NUM_THREADS=1``, so the in-process reference does too.
-
-    Bitwise equality of a resumed run holds at a fixed thread count: a reduction split over two threads adds in
-    another order than over one (the last bits of ``grad_norm`` differ from step 0 on).
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -473,6 +462,53 @@ def test_identical_commands_at_once_compute_once(tmp_path, data_dir):
     print(f"\nthree identical commands at once: exit codes {codes}, computing sessions {len(sessions)}")
     ref = train.run(cfg, root=tmp_path / "ref", progress=False)
     _assert_same_run(ref, res)
+
+
+def test_sigterm_inside_torch_save_is_delivered_after_the_commit(tmp_path, cached_mnist, monkeypatch):
+    """SIGTERM arriving while ``torch.save`` writes the checkpoint waits for the commit to end: the run stops as
+    "interrupted" with every committed step, not "failed" with the zip writer's ``RuntimeError`` (seen in CI)."""
+    cfg = _cfg()
+    ref = train.run(cfg, root=tmp_path / "ref", progress=False)
+    real_save = torch.save
+    sent = []
+
+    class SignalOnWrite:
+        """A file whose third ``write`` sends SIGTERM to this process: the signal lands inside ``torch.save``."""
+
+        def __init__(self, f):
+            self.f, self.writes = f, 0
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes == 3 and not sent:
+                sent.append(True)
+                os.kill(os.getpid(), signal.SIGTERM)
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    saves = itertools.count(1)
+
+    def save(obj, f, *args, **kw):  # the third checkpoint of the run is written through SignalOnWrite
+        return real_save(obj, SignalOnWrite(f) if next(saves) == 3 else f, *args, **kw)
+
+    def raise_interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, raise_interrupt)
+    monkeypatch.setattr(torch, "save", save)
+    try:
+        with pytest.raises(train.RunInterruptedError):
+            train.run(cfg, root=tmp_path, progress=False)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        monkeypatch.setattr(torch, "save", real_save)
+    assert sent, "the signal was never sent: the test did not reach torch.save"
+    status = json.loads((tmp_path / cfg.run_name() / rf.STATUS).read_text())
+    assert status["state"] == "interrupted", status
+    _assert_consistent_prefix(ref, tmp_path / cfg.run_name())
+    _assert_same_run(ref, train.run(cfg, root=tmp_path, progress=False))
 
 
 def test_sigterm_commits_and_exits_130(tmp_path, data_dir):

@@ -12,8 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from synthetic_runs import measurements, write_folder
+from test_claims_stochastic import table as stochastic_table
 
 from samedge_lib.experiments import Sweep
+from samedge_lib.stochastic_chapter import StochasticSweep
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
@@ -80,6 +82,14 @@ GLUE_CHECKS: dict[str, dict] = {
         "ch8_lib_max_err": lambda v: 0 <= v < 1e-12,
         "ch8_cycle_err": lambda v: 0 <= v < 1e-8,
         "ch8_phase_collapse_live_verdict": lambda v: v.strip("'") in VERDICTS,
+    },
+    "09_stochastic_sam": {
+        # the two routes to E||g_B||^2 (per-example gradients, random minibatches) agree to Monte Carlo error; at
+        # smoke only 4 batches are drawn, so the bound is loose, but a wrong factor in the identity breaks it
+        "ch9_identity_value": lambda v: 0 <= v < 0.5,
+        "ch9_identity_verdict": lambda v: v.strip("'") in VERDICTS,
+        "ch9_drift_value": lambda v: 0 <= v <= 1,
+        "ch9_m_edge_verdict": lambda v: v.strip("'") in VERDICTS,
     },
     "06_sharpness_benchmark": {
         "ch6_default_rel_err": lambda v: 0 <= v <= 1e-3,
@@ -183,3 +193,25 @@ def test_chapter_fails_where_a_claim_it_makes_does_not_hold(tmp_path: Path, plat
         assert proc.returncode != 0
         text = (tmp_path / "out.ipynb").read_text()
         assert "ClaimError" in text and "Every radius sits on its own edge" in text and "does not hold" in text
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize(("ratio_b100", "builds"), [(1.05, True), (1.5, False)], ids=["claims-hold", "claim-fails"])
+def test_stochastic_chapter_fails_where_a_prediction_it_makes_does_not_hold(tmp_path: Path, ratio_b100, builds):
+    """Chapter 09 at the cpu preset on synthetic finished runs: every run sits where its predictions say, except SAM at
+    B = 100, whose minibatch sharpness settles at ``ratio_b100`` times S_B: at 1.5 the chapter must fail naming it.
+    """
+    root = tmp_path / "runs"
+    sweep = StochasticSweep.from_parameters("cpu")
+    for b, cfg in sweep.sam.items():
+        write_folder(root, cfg, stochastic_table(cfg, ratio=ratio_b100 if b == 100 else 1.0))
+    for cfg in [*sweep.sgd.values(), *sweep.msam.values()]:
+        write_folder(root, cfg, stochastic_table(cfg))
+    src = REPO / "notebooks" / "09_stochastic_sam.ipynb"
+    proc = execute(src, tmp_path / "out.ipynb", "preset", "cpu", env={"SAMEDGE_RUNS": str(root)})
+    if builds:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    else:
+        assert proc.returncode != 0
+        text = (tmp_path / "out.ipynb").read_text()
+        assert "ClaimError" in text and "At B ≥ 100 the stepped minibatch" in text and "does not hold" in text
