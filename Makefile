@@ -61,7 +61,7 @@ browser: $(STAMP)
 test: $(STAMP) actionlint browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 execute: $(STAMP)
 	$(PY) tools/execute_notebooks.py --preset $(PRESET)

@@ -34,8 +34,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from samedge_lib.notebook import PARAMETERS_METADATA_KEY  # noqa: E402
 
-#: Environment of the notebook kernels: no progress bars (they write to stderr, which fails the build).
-KERNEL_ENV = {"SAMEDGE_PROGRESS": "0"}
+#: Environment of the notebook kernels: no progress bars (they write to stderr, which fails the build), and the
+#: chapters' runs computed as one process per core with one torch thread each
+#: (:func:`samedge_lib.experiments.run_all`; the small models of the cpu preset gain little from a second thread).
+KERNEL_ENV = {"SAMEDGE_PROGRESS": "0", "SAMEDGE_WORKERS": str(os.cpu_count() or 1)}
 
 
 def _assignments(source: str) -> dict[str, str]:
