@@ -1,9 +1,9 @@
 """Data-parallel runs: SAM steps per second and the cost of a sharpness check against the number of processes.
 
-The question: what does splitting a full-batch run over ``torchrun`` processes (:mod:`samedge_lib.distributed`)
+The question: what does splitting a full-batch run over ``torchrun`` processes (:mod:`samedge_lib.engine.distributed`)
 buy, and what does the distributed code path cost when it has nothing to split? Each *mode* runs the same
 configuration through the real command line, ``python -m samedge_lib.run`` or ``torchrun ... -m
-samedge_lib.run``, into a fresh run folder, and the run's own timers are read back from its provenance:
+samedge_lib.engine.cli``, into a fresh run folder, and the run's own timers are read back from its provenance:
 
 * **steps/s**: updates per second of compute, checks excluded (``provenance.timings``; the time of every step
   includes its all-reduces and any wait for the slowest rank);
@@ -31,7 +31,7 @@ Usage::
     python benchmarks/distributed_scaling.py --preset paper --out-dir "$OUT"   # on a GPU (tools/gpu_benchmarks.sh)
 
 It writes ``results/benchmark/distributed-<machine-tag>.json``, which the benchmark appendix reads
-(``samedge_lib.benchmark_report.scaling_table``), and prints a summary.
+(``samedge_lib.chapters.benchmark_report.scaling_table``), and prints a summary.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def command(mode: dict[str, Any], run_args: list[str]) -> list[str]:
 
 def run_mode(mode: dict[str, Any], run_args: list[str], root: Path, timeout: float) -> dict[str, Any]:
     """Run ``mode`` into ``root`` and read its timers and tables back."""
-    from samedge_lib.runfolder import load_run
+    from samedge_lib.record.runfolder import load_run
 
     env = dict(os.environ)
     if mode["threads"] is not None:
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import torch
 
-    from samedge_lib import provenance
+    from samedge_lib.record import provenance
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     cores, gpus = os.cpu_count() or 1, torch.cuda.device_count()

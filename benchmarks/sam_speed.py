@@ -1,6 +1,6 @@
 """Full-batch MNIST SAM: steps per second of this library's tracked training against a JAX reference loop.
 
-The question: how fast does ``samedge_lib.train.run`` train the paper's MNIST MLP with SAM,
+The question: how fast does ``samedge_lib.engine.train.run`` train the paper's MNIST MLP with SAM,
 measuring the sharpness every ``--check-every`` steps, compared with the paper's own JAX code on the same
 card in the same precision mode? The official repository is not part of this project, so the JAX side
 is **a re-implementation of the official loop** (``train`` in ``sam_edge.py`` and ``hessian_norm.py`` of
@@ -66,8 +66,8 @@ def load_problem(
     preset: dict[str, Any], seed: int, data_dir: str | None
 ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """The seeded PyTorch initialisation as ``[W1, b1, W2, b2, ...]`` (``W`` as ``[in, out]``) and the data."""
-    from samedge_lib import data as data_mod
-    from samedge_lib.models import make_model
+    from samedge_lib.engine import data as data_mod
+    from samedge_lib.engine.models import make_model
 
     ds = data_mod.load_mnist(data_dir=data_dir, n_train=preset["n_train"], n_test=10)
     model = make_model("mnist", seed=seed, depth=preset["depth"], width=preset["width"])
@@ -208,12 +208,12 @@ def jax_side(preset: dict[str, Any], precision: str, seed: int, data_dir: str | 
 
 # --------------------------------------------------------------------------------------------- PyTorch side
 def torch_side(preset: dict[str, Any], precision: str, seed: int, data_dir: str | None) -> dict[str, Any]:
-    """Time ``samedge_lib.train.run`` (SAM, Lanczos checks) and take the verification steps with ``sam_step``."""
+    """Time ``samedge_lib.engine.train.run`` (SAM, Lanczos checks) and take the verification steps with ``sam_step``."""
     import torch
 
-    from samedge_lib.config import RunConfig
-    from samedge_lib.train import run
-    from samedge_lib.updates import sam_step
+    from samedge_lib.engine.train import run
+    from samedge_lib.record.config import RunConfig
+    from samedge_lib.theory.updates import sam_step
 
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     torch.backends.cudnn.allow_tf32 = precision == "tf32"
@@ -267,7 +267,8 @@ def torch_side(preset: dict[str, Any], precision: str, seed: int, data_dir: str 
     ]
     return {
         "framework": "torch",
-        "implementation": "samedge_lib.train.run: SAM with a Lanczos check (k = 1, tol 1e-3, warm start), gradient "
+        "implementation": "samedge_lib.engine.train.run: SAM with a Lanczos check (k = 1, tol 1e-3, warm start), "
+        "gradient "
         "and SAM-gradient norms, alignments and test loss at every check",
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
@@ -332,7 +333,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
 
     import torch
 
-    from samedge_lib.provenance import machine_tag
+    from samedge_lib.record.provenance import machine_tag
 
     modes = ("strict", "tf32") if args.precision == "both" else (args.precision,)
     frameworks = ("torch", "jax") if args.framework == "both" else (args.framework,)

@@ -2,7 +2,7 @@
 
 One command measures, at one weight point part-way through training of the paper's MNIST MLP:
 
-1. the time of a gradient and of each HVP method (``samedge_lib.hessian.HVP_METHODS``) as a ratio to it;
+1. the time of a gradient and of each HVP method (``samedge_lib.core.hessian.HVP_METHODS``) as a ratio to it;
 2. a converged float64 reference for the top-1 and top-5 eigenvalues (Lanczos, tol 1e-10);
 3. for top-1 and top-5, the cost (products, gradient-evaluation equivalents, wall time) and the relative
    error of the official finite-difference power iteration (several seeds), the PyHessian-style power
@@ -28,7 +28,7 @@ Usage (from the repository root)::
     python benchmarks/sharpness_benchmark.py --preset paper --device cuda --max-seconds 150
     python benchmarks/sharpness_benchmark.py --preset smoke --out /tmp/b.json   # seconds (tests)
 
-The weights: ``samedge_lib.train.run`` trains the task built by ``samedge_lib.tasks.build_task`` with SAM
+The weights: ``samedge_lib.engine.train.run`` trains the task built by ``samedge_lib.engine.tasks.build_task`` with SAM
 (rho 0.1) from the seeded initialisation for ``pretrain_steps`` steps at ``pretrain_eta`` (full batch for
 the image tasks, the run's own minibatches for the Transformer, which is then measured on its fixed
 evaluation batch). The paper's eta = 0.01 would need thousands of full-batch steps to leave the initial
@@ -36,7 +36,7 @@ regime, which no benchmark budget allows, so the pre-training uses a larger step
 at initialisation, measured ~1.9 for the CPU net and ~2.9 for the paper net); the JSON records the loss,
 accuracy and lambda_1 at the point against the initial values, so a reader can check that the point is
 part-way through training (loss well down, not converged). The measuring itself lives in
-``samedge_lib.benchmark_measure``; this script builds the points and composes the sections.
+``samedge_lib.chapters.benchmark_measure``; this script builds the points and composes the sections.
 """
 
 from __future__ import annotations
@@ -58,15 +58,15 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from samedge_lib import benchmark_measure as bm  # noqa: E402
-from samedge_lib.benchmark_report import stored_targets, summary_lines  # noqa: E402
-from samedge_lib.config import RunConfig  # noqa: E402
-from samedge_lib.eigen import lanczos, official_power_iteration  # noqa: E402
-from samedge_lib.models import count_parameters  # noqa: E402
-from samedge_lib.provenance import collect, device_description, machine_tag  # noqa: E402
-from samedge_lib.tasks import build_task  # noqa: E402
-from samedge_lib.train import resolve_device, run  # noqa: E402
-from samedge_lib.updates import sam_step  # noqa: E402
+from samedge_lib.chapters import benchmark_measure as bm  # noqa: E402
+from samedge_lib.chapters.benchmark_report import stored_targets, summary_lines  # noqa: E402
+from samedge_lib.core.eigen import lanczos, official_power_iteration  # noqa: E402
+from samedge_lib.engine.models import count_parameters  # noqa: E402
+from samedge_lib.engine.tasks import build_task  # noqa: E402
+from samedge_lib.engine.train import resolve_device, run  # noqa: E402
+from samedge_lib.record.config import RunConfig  # noqa: E402
+from samedge_lib.record.provenance import collect, device_description, machine_tag  # noqa: E402
+from samedge_lib.theory.updates import sam_step  # noqa: E402
 
 SCHEMA = "samedge-sharpness-benchmark/2"
 #: Steps between checks in the tracking-overhead estimate.
@@ -232,7 +232,7 @@ def run_config(b: Bench, name: str, spec: dict[str, Any], train: dict[str, Any],
 
 
 def pretrained_point(b: Bench, name: str, spec: dict[str, Any], train: dict[str, Any]) -> tuple[bm.Point, dict]:
-    """Train model ``name`` with ``samedge_lib.train.run`` to the benchmark point; return it and its record.
+    """Train model ``name`` with ``samedge_lib.engine.train.run`` to the benchmark point; return it and its record.
 
     Divergence is the run's own rule (``max_loss``, here 10x the initial loss); on divergence the step
     size is halved (at most twice) and ``train["pretrain_eta"]`` records the one used.
@@ -291,7 +291,7 @@ def mnist_point(b: Bench) -> bool:
             "loss": "mse_mean",
             "dtype": "float32",
         },
-        "point": {"how": "samedge_lib.train.run: SAM from the seeded initialisation, full batch"} | record,
+        "point": {"how": "samedge_lib.engine.train.run: SAM from the seeded initialisation, full batch"} | record,
     }
     return True
 
@@ -513,8 +513,8 @@ def tf32(b: Bench) -> bool:
 def other_models(b: Bench) -> bool:
     """10. The CNN and the Transformer at smaller scale: a pre-trained point, HVP timings, solvers, traces."""
     for name, how in (
-        ("cnn", "samedge_lib.train.run: SAM from the seeded initialisation, full batch"),
-        ("transformer", "samedge_lib.train.run: SAM on the run's minibatches, measured on its fixed batch"),
+        ("cnn", "samedge_lib.engine.train.run: SAM from the seeded initialisation, full batch"),
+        ("transformer", "samedge_lib.engine.train.run: SAM on the run's minibatches, measured on its fixed batch"),
     ):
         mcfg = b.cfg[name]
         if not b.clock.fits(name, 10.0 if b.device.type == "cuda" else 30.0):

@@ -9,7 +9,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 # The Makefile's convention, for pytest run directly: a sibling ../shared/data copy stands in for an unset
-# SAMEDGE_DATA. From here on the tests use the library's own rule (samedge_lib.data.search_dirs).
+# SAMEDGE_DATA. From here on the tests use the library's own rule (samedge_lib.engine.data.search_dirs).
 _SIBLING = REPO.parent / "shared" / "data"
 if not os.environ.get("SAMEDGE_DATA") and (_SIBLING / "PROVENANCE.md").exists():
     os.environ["SAMEDGE_DATA"] = str(_SIBLING)
@@ -20,7 +20,7 @@ def data_dir() -> Path:
     """The data folder the library resolves (``$SAMEDGE_DATA``, else the per-user cache); tests that need
     real data skip with a reason when it does not hold them (nothing is downloaded for a test).
     """
-    from samedge_lib.data import MNIST_FILES, resolve_data_dir
+    from samedge_lib.engine.data import MNIST_FILES, resolve_data_dir
 
     folder = resolve_data_dir()
     if not all((folder / f.relpath).is_file() for f in MNIST_FILES.values()):

@@ -1,8 +1,8 @@
 """One rank of the data-parallel tests: ``torchrun --nproc-per-node N tests/distributed_worker.py SPEC.json``.
 
 The spec lists jobs that every rank runs in order, in one process group (one launch pays for the start-up of
-``torchrun`` and the workers once). A job has ``cfg`` (``samedge_lib.train.run(cfg, root=..., stop_after=...)``,
-as a script calling the library would) or ``argv`` (``samedge_lib.run.main(argv)``, stdout and stderr captured:
+``torchrun`` and the workers once). A job has ``cfg`` (``samedge_lib.engine.train.run(cfg, root=..., stop_after=...)``,
+as a script calling the library would) or ``argv`` (``samedge_lib.engine.cli.main(argv)``, stdout and stderr captured:
 what each rank prints), and may inject a ``fault`` on one ``rank``:
 
 * ``data_fails``: loading MNIST fails on that rank only;
@@ -26,11 +26,11 @@ from pathlib import Path
 
 import torch
 
-from samedge_lib import data as data_mod
-from samedge_lib import distributed, train
-from samedge_lib import run as cli
-from samedge_lib.config import RunConfig
-from samedge_lib.tasks import Task
+from samedge_lib.engine import cli as cli
+from samedge_lib.engine import data as data_mod
+from samedge_lib.engine import distributed, train
+from samedge_lib.engine.tasks import Task
+from samedge_lib.record.config import RunConfig
 
 #: Audit events that read, create, change or list a path (their first argument).
 FILE_EVENTS = {"open", "os.rename", "os.replace", "os.remove", "os.unlink", "os.mkdir", "os.rmdir", "os.scandir"}

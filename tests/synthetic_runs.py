@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from samedge_lib.config import RunConfig
-from samedge_lib.edges import alpha, gd_edge, sam_edge
-from samedge_lib.results import RunResult
+from samedge_lib.record.config import RunConfig
+from samedge_lib.record.results import RunResult
+from samedge_lib.theory.edges import alpha, gd_edge, sam_edge
 
 
 def ramp(steps: np.ndarray, start: float, plateau: float, reach_step: float) -> np.ndarray:

@@ -7,10 +7,10 @@ import inspect
 import pytest
 import torch
 
-from samedge_lib import config
-from samedge_lib.hessian import HessianOperator, dense_hessian
-from samedge_lib.losses import get_loss
-from samedge_lib.models import MODEL_FOR_TASK, make_model
+from samedge_lib.core.hessian import HessianOperator, dense_hessian
+from samedge_lib.engine.losses import get_loss
+from samedge_lib.engine.models import MODEL_FOR_TASK, make_model
+from samedge_lib.record import config
 
 F64 = torch.float64
 

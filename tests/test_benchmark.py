@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from samedge_lib import benchmark_measure as bm
-from samedge_lib.eigen import lanczos
-from samedge_lib.hessian import dense_hessian
-from samedge_lib.provenance import machine_tag
-from samedge_lib.tasks import Batch, Task
+from samedge_lib.chapters import benchmark_measure as bm
+from samedge_lib.core.eigen import lanczos
+from samedge_lib.core.hessian import dense_hessian
+from samedge_lib.engine.tasks import Batch, Task
+from samedge_lib.record.provenance import machine_tag
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "sharpness_benchmark.py"

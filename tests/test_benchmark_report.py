@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from samedge_lib import benchmark_report as br
-from samedge_lib.config import RunConfig
-from samedge_lib.results import stored_runs
-from samedge_lib.train import RunResult
+from samedge_lib.chapters import benchmark_report as br
+from samedge_lib.engine.train import RunResult
+from samedge_lib.record.config import RunConfig
+from samedge_lib.record.results import stored_runs
 
 REPO = Path(__file__).resolve().parent.parent
 STORED = REPO / "results" / "benchmark"

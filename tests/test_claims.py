@@ -7,9 +7,9 @@ import math
 import pytest
 from synthetic_runs import measurements, result
 
-from samedge_lib import claims as cl
-from samedge_lib.claims import RunSet, Verdict
-from samedge_lib.config import preset_config
+from samedge_lib.reading import claims as cl
+from samedge_lib.reading.claims import RunSet, Verdict
+from samedge_lib.record.config import preset_config
 
 GD = preset_config("mnist", "smoke", rho=0.0, steps=300, measure_every=10)
 

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from samedge_lib import claims as cl
-from samedge_lib import claims_stochastic as cs
-from samedge_lib.config import stochastic_config
-from samedge_lib.edges import sam_edge
-from samedge_lib.results import RunResult
-from samedge_lib.stochastic import sampling_factor
+from samedge_lib.chapters import stochastic_claims as cs
+from samedge_lib.core.stochastic import sampling_factor
+from samedge_lib.reading import claims as cl
+from samedge_lib.record.config import stochastic_config
+from samedge_lib.record.results import RunResult
+from samedge_lib.theory.edges import sam_edge
 
 N, ETA, RHO = 1000, 1.25, 0.1
 STEPS = np.arange(0, 401, 20)

@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from samedge_lib import claims as cl
-from samedge_lib import claims_variants as cv
-from samedge_lib.config import preset_config
-from samedge_lib.edges import alpha, edge_ratio, gd_edge, momentum_sam_edge, sam_edge, switch_growth, usam_edge
-from samedge_lib.results import RunResult
+from samedge_lib.chapters import variants_claims as cv
+from samedge_lib.reading import claims as cl
+from samedge_lib.record.config import preset_config
+from samedge_lib.record.results import RunResult
+from samedge_lib.theory.edges import alpha, edge_ratio, gd_edge, momentum_sam_edge, sam_edge, switch_growth, usam_edge
 
 STEPS = np.arange(0, 601, 20)
 G = 0.35 * np.exp(-np.log(20.0) * STEPS / 600)  # ||g|| falls 20x over the run

@@ -1,6 +1,6 @@
 import pytest
 
-from samedge_lib.config import ConfigError, RunConfig, preset_config
+from samedge_lib.record.config import ConfigError, RunConfig, preset_config
 
 
 def test_presets_validate_for_every_task():

@@ -1,4 +1,4 @@
-"""Tests of samedge_lib.data.
+"""Tests of samedge_lib.engine.data.
 
 Two kinds: (1) the real datasets, found by the library's own rule (``$SAMEDGE_DATA``, else the per-user
 cache; read only, nothing is downloaded), checked against published facts of the canonical files and
@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 import torch
 
-from samedge_lib import data
+from samedge_lib.engine import data
 
 REPO = Path(__file__).resolve().parents[1]
 #: Where the library finds the real files, decided once before any test changes the environment.

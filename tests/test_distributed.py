@@ -25,12 +25,12 @@ import pandas as pd
 import pytest
 import torch
 
-from samedge_lib import distributed
-from samedge_lib import run as run_cli
-from samedge_lib.config import ConfigError, preset_config
-from samedge_lib.runfolder import load_run
-from samedge_lib.tasks import build_task
-from samedge_lib.train import run
+from samedge_lib.engine import cli as run_cli
+from samedge_lib.engine import distributed
+from samedge_lib.engine.tasks import build_task
+from samedge_lib.engine.train import run
+from samedge_lib.record.config import ConfigError, preset_config
+from samedge_lib.record.runfolder import load_run
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER = REPO / "tests" / "distributed_worker.py"
@@ -46,7 +46,7 @@ RTOL = 1e-5
 ABSOLUTE = ("residual_", "align_")
 ATOL = 1e-5
 #: The official estimator differentiates gradients by finite differences with a step of 1e-3, which multiplies
-#: the gradients' round-off by about 1e3 (``samedge_lib.hessian``'s docstring); measured 5.9e-6.
+#: the gradients' round-off by about 1e3 (``samedge_lib.core.hessian``'s docstring); measured 5.9e-6.
 RTOL_FINITE_DIFFERENCE = 1e-3
 
 

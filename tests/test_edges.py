@@ -1,4 +1,4 @@
-"""samedge_lib.edges against closed forms typed here: the SAM-edge's two forms and its defining equation (A1),
+"""samedge_lib.theory.edges against closed forms typed here: the SAM-edge's two forms and its defining equation (A1),
 its bounds and limits (A2), and the ratio R(alpha) to 2/eta (A3). The SAM-edge is defined in Long & Bartlett,
 "Sharpness-Aware Minimization and the Edge of Stability" (https://arxiv.org/abs/2309.12488)."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from samedge_lib.edges import (
+from samedge_lib.theory.edges import (
     alpha,
     edge_ratio,
     gd_edge,

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from samedge_lib import edges
+from samedge_lib.theory import edges
 
 
 def companion(h: float, eta: float, beta: float, nesterov: bool) -> np.ndarray:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tiny_models import make_mlp_loss
 
-from samedge_lib.eigen import (
+from samedge_lib.core.eigen import (
     EigResult,
     eigsh_reference,
     lanczos,
@@ -15,7 +15,7 @@ from samedge_lib.eigen import (
     pyhessian_power_iteration,
     relative_residuals,
 )
-from samedge_lib.hessian import FD_DENOMINATOR_EPS, FD_STEP, DenseOperator, HessianOperator, dense_hessian
+from samedge_lib.core.hessian import FD_DENOMINATOR_EPS, FD_STEP, DenseOperator, HessianOperator, dense_hessian
 
 F64 = torch.float64
 FD_FACTOR = 2 * FD_STEP / (2 * FD_STEP + FD_DENOMINATOR_EPS)

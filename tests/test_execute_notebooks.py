@@ -7,7 +7,7 @@ from pathlib import Path
 
 import nbformat
 
-from samedge_lib.notebook import PARAMETERS_METADATA_KEY
+from samedge_lib.reading.notebook import PARAMETERS_METADATA_KEY
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from samedge_lib import experiments as ex
-from samedge_lib.notebook import NotebookParameterError
+from samedge_lib.chapters import experiments as ex
+from samedge_lib.reading.notebook import NotebookParameterError
 
 
 def test_parameters_resolve_to_the_preset_and_are_reported():

@@ -4,7 +4,7 @@ The reference for every resumed run is the same configuration run without interr
 column of both tables, the final parameters, RNG state and eigenvectors must be identical (bitwise, CPU).
 
 Kills are simulated in a forked child that calls ``os._exit`` at a chosen fault point (see
-:func:`samedge_lib.runfolder.set_fault_hook`): no handler, ``finally`` or buffer flush runs, which is what a
+:func:`samedge_lib.record.runfolder.set_fault_hook`): no handler, ``finally`` or buffer flush runs, which is what a
 ``SIGKILL`` leaves behind. ``tests/test_train.py`` and :func:`test_sigterm_commits_and_exits_130` send real
 signals to real processes.
 """
@@ -28,11 +28,11 @@ import pandas as pd
 import pytest
 import torch
 
-from samedge_lib import data as data_mod
-from samedge_lib import run as cli
-from samedge_lib import runfolder as rf
-from samedge_lib import train
-from samedge_lib.config import ConfigError, RunConfig, preset_config
+from samedge_lib.engine import cli as cli
+from samedge_lib.engine import data as data_mod
+from samedge_lib.engine import train
+from samedge_lib.record import runfolder as rf
+from samedge_lib.record.config import ConfigError, RunConfig, preset_config
 
 REPO = Path(__file__).resolve().parent.parent
 WALL_COLUMNS = {"wall_time", "measure_seconds"}
@@ -297,7 +297,7 @@ def _cli_args(root: Path, *extra: str, steps: int = 6, measure_every: int = 2) -
 
 def _one_line(err: str) -> str:
     """The one error line of a command's stderr (progress notes of the data loader aside)."""
-    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("samedge_lib.data: downloading")]
+    lines = [ln for ln in err.strip().splitlines() if not ln.startswith("samedge_lib.engine.data: downloading")]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 

@@ -7,7 +7,7 @@ import torch
 from tiny_models import make_mlp_loss
 from torch.func import functional_call
 
-from samedge_lib.hessian import (
+from samedge_lib.core.hessian import (
     FD_DENOMINATOR_EPS,
     FD_STEP,
     GRAD_EVALS_PER_MATVEC,
@@ -18,7 +18,7 @@ from samedge_lib.hessian import (
     check_deterministic,
     dense_hessian,
 )
-from samedge_lib.models import make_model
+from samedge_lib.engine.models import make_model
 
 F64 = torch.float64
 FD_FACTOR = 2 * FD_STEP / (2 * FD_STEP + FD_DENOMINATOR_EPS)  # 0.995025: the official systematic factor

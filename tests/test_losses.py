@@ -1,4 +1,4 @@
-"""Tests of samedge_lib.losses against hand computations and torch's own cross-entropy."""
+"""Tests of samedge_lib.engine.losses against hand computations and torch's own cross-entropy."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from samedge_lib.losses import (
+from samedge_lib.engine.losses import (
     LOSSES,
     get_loss,
     squared_error_half_sum,

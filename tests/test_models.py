@@ -1,4 +1,4 @@
-"""Tests of samedge_lib.models: sizes, official initialisers, layouts, masks, second-order derivatives."""
+"""Tests of samedge_lib.engine.models: sizes, official initialisers, layouts, masks, second-order derivatives."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import nn
 
-from samedge_lib.losses import squared_error_mean, token_cross_entropy
-from samedge_lib.models import (
+from samedge_lib.engine.losses import squared_error_mean, token_cross_entropy
+from samedge_lib.engine.models import (
     CNN,
     MLP,
     TRUNCATED_NORMAL_STD_FACTOR,

@@ -10,7 +10,7 @@ import yaml
 from click.testing import CliRunner
 from papermill import cli as papermill_cli
 
-from samedge_lib.notebook import NotebookParameterError, check_dict, check_list, check_number, repo_path
+from samedge_lib.reading.notebook import NotebookParameterError, check_dict, check_list, check_number, repo_path
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -14,8 +14,8 @@ import pytest
 from synthetic_runs import measurements, write_folder
 from test_claims_stochastic import table as stochastic_table
 
-from samedge_lib.experiments import Sweep
-from samedge_lib.stochastic_chapter import StochasticSweep
+from samedge_lib.chapters.experiments import Sweep
+from samedge_lib.chapters.stochastic import StochasticSweep
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))

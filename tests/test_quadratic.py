@@ -1,4 +1,4 @@
-"""samedge_lib.quadratic: one SAM step's per-eigendirection multipliers on a quadratic (A4), the 2-cycle a long
+"""samedge_lib.core.quadratic: one SAM step's per-eigendirection multipliers on a quadratic (A4), the 2-cycle a long
 SAM run converges to, sitting on the SAM-edge (A5), and the stability map."""
 
 from __future__ import annotations
@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from samedge_lib.edges import sam_edge
-from samedge_lib.quadratic import (
+from samedge_lib.core.quadratic import (
     Quadratic,
     boundary_distance,
     random_orthogonal,
@@ -16,7 +15,8 @@ from samedge_lib.quadratic import (
     stability_boundary,
     stability_map,
 )
-from samedge_lib.updates import sam_step
+from samedge_lib.theory.edges import sam_edge
+from samedge_lib.theory.updates import sam_step
 
 F64 = torch.float64
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scripts import load_script
 
-from samedge_lib import benchmark_report as br
+from samedge_lib.chapters import benchmark_report as br
 
 speed = load_script("benchmarks/sam_speed.py")
 
@@ -24,7 +24,7 @@ def test_compare_params_is_the_worst_relative_difference():
 def test_initial_weights_are_the_torch_models_transposed(data_dir):
     import torch
 
-    from samedge_lib.models import make_model
+    from samedge_lib.engine.models import make_model
 
     preset = speed.PRESETS["smoke"]
     arrays, x, y = speed.load_problem(preset, seed=0, data_dir=str(data_dir))

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from samedge_lib import stochastic as st
-from samedge_lib.edges import alpha, collapse_variable, noise_dominated_sam_edge, sam_edge
-from samedge_lib.hessian import DenseOperator, HessianOperator, dense_hessian
-from samedge_lib.updates import sam_gradient
+from samedge_lib.core import stochastic as st
+from samedge_lib.core.hessian import DenseOperator, HessianOperator, dense_hessian
+from samedge_lib.theory.edges import alpha, collapse_variable, noise_dominated_sam_edge, sam_edge
+from samedge_lib.theory.updates import sam_gradient
 
 F64 = torch.float64
 
@@ -318,8 +318,8 @@ def test_vmapped_routes_agree_with_autograd_on_the_cnn_with_layernorm_and_poolin
     products against plain autograd (torch.func's jacrev gets LayerNorm's mixed derivatives wrong in torch 2.13; this
     route must not).
     """
-    from samedge_lib.losses import get_loss
-    from samedge_lib.models import make_model
+    from samedge_lib.engine.losses import get_loss
+    from samedge_lib.engine.models import make_model
 
     model = make_model("cifar10", seed=0, feature_multiplier=2).to(F64)
     names = [n for n, _ in model.named_parameters()]

@@ -11,19 +11,19 @@ import pytest
 import torch
 from test_faults import KILLED, _assert_same_run, _run_killed_at
 
-from samedge_lib import runfolder as rf
-from samedge_lib import stochastic as st
-from samedge_lib.config import (
+from samedge_lib.core import stochastic as st
+from samedge_lib.core.eigen import eigsh_reference
+from samedge_lib.engine.tasks import build_task
+from samedge_lib.engine.train import run
+from samedge_lib.record import runfolder as rf
+from samedge_lib.record.config import (
     STOCHASTIC_PRESETS,
     ConfigError,
     RunConfig,
     preset_config,
     stochastic_config,
 )
-from samedge_lib.eigen import eigsh_reference
-from samedge_lib.tasks import build_task
-from samedge_lib.train import run
-from samedge_lib.updates import global_norm, sam_gradient
+from samedge_lib.theory.updates import global_norm, sam_gradient
 
 WALL_COLUMNS = {"wall_time", "measure_seconds"}
 

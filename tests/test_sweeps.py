@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from samedge_lib import experiments as ex
-from samedge_lib import run as run_cli
-from samedge_lib import sweeps
-from samedge_lib.config import preset_config
-from samedge_lib.runfolder import atomic_write_json, run_path
+from samedge_lib.chapters import experiments as ex
+from samedge_lib.engine import cli as run_cli
+from samedge_lib.engine import sweeps
+from samedge_lib.record.config import preset_config
+from samedge_lib.record.runfolder import atomic_write_json, run_path
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((REPO / "sweeps").glob("*.yaml"))

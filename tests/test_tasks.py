@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from samedge_lib.hessian import dense_hessian
-from samedge_lib.tasks import Batch, Task
+from samedge_lib.core.hessian import dense_hessian
+from samedge_lib.engine.tasks import Batch, Task
 
 F64 = torch.float64
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from samedge_lib.toy import DEFAULT_ETA, ToyModel, ToyProblem, edge_tracking, train_toy
+from samedge_lib.core.toy import DEFAULT_ETA, ToyModel, ToyProblem, edge_tracking, train_toy
 
 F64 = torch.float64
 

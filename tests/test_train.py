@@ -16,11 +16,11 @@ import pandas as pd
 import pytest
 import torch
 
-from samedge_lib import train as train_mod
-from samedge_lib.config import ConfigError, preset_config
-from samedge_lib.edges import gd_edge, sam_edge
-from samedge_lib.tasks import build_task
-from samedge_lib.train import RunDivergedError, load_run, run
+from samedge_lib.engine import train as train_mod
+from samedge_lib.engine.tasks import build_task
+from samedge_lib.engine.train import RunDivergedError, load_run, run
+from samedge_lib.record.config import ConfigError, preset_config
+from samedge_lib.theory.edges import gd_edge, sam_edge
 
 REPO = Path(__file__).resolve().parent.parent
 WALL_COLUMNS = {"wall_time", "measure_seconds"}
@@ -113,8 +113,8 @@ def test_stop_and_resume_equals_uninterrupted(tmp_path, data_dir):
 
 _KILL_SCRIPT = """
 import sys, time
-from samedge_lib import train
-from samedge_lib.config import preset_config
+from samedge_lib.engine import train
+from samedge_lib.record.config import preset_config
 orig = train._Runner.update
 def slow(self, step):
     time.sleep(0.15)
@@ -199,7 +199,7 @@ def test_cli_runs_and_reports(tmp_path, data_dir):
     cmd = [
         sys.executable,
         "-m",
-        "samedge_lib.run",
+        "samedge_lib.engine.cli",
         "--task",
         "mnist",
         "--preset",
@@ -248,7 +248,7 @@ def test_every_preset_commits_by_default():
 
 def test_steps_csv_is_formatted_as_pandas_writes_it():
     """The step table is formatted row by row (cheap commits); the bytes must equal DataFrame.to_csv's."""
-    from samedge_lib import runfolder as rf
+    from samedge_lib.record import runfolder as rf
 
     rng = np.random.default_rng(0)
     values = list(rng.standard_normal(500) * 10.0 ** rng.integers(-30, 30, 500))
@@ -263,12 +263,12 @@ def test_steps_csv_is_formatted_as_pandas_writes_it():
 
 
 def test_reading_results_does_not_import_the_engine():
-    code = "import sys, samedge_lib.results; sys.exit('samedge_lib.train' in sys.modules)"
+    code = "import sys, samedge_lib.record.results; sys.exit('samedge_lib.engine.train' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr or "samedge_lib.results imported samedge_lib.train"
+    assert out.returncode == 0, out.stderr or "samedge_lib.record.results imported samedge_lib.engine.train"
 
 
 def test_train_still_exports_the_reader_api():
-    from samedge_lib import runfolder
+    from samedge_lib.record import runfolder
 
     assert train_mod.RunResult is runfolder.RunResult and train_mod.load_run is runfolder.load_run

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from samedge_lib.config import ConfigError, RunConfig, preset_config
-from samedge_lib.edges import sam_edge
-from samedge_lib.tasks import build_task
-from samedge_lib.train import run
+from samedge_lib.engine.tasks import build_task
+from samedge_lib.engine.train import run
+from samedge_lib.record.config import ConfigError, RunConfig, preset_config
+from samedge_lib.theory.edges import sam_edge
 
 REPO = Path(__file__).resolve().parent.parent
 

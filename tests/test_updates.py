@@ -1,4 +1,4 @@
-"""The update rules of samedge_lib.updates against steps worked out by hand.
+"""The update rules of samedge_lib.theory.updates against steps worked out by hand.
 
 The quadratic used throughout: l(x, y) = 1/2 (2 x^2 + 0.5 y^2), i.e. H = diag(2, 0.5), at w = (1.5, 8).
 Its gradient there is g = (2 * 1.5, 0.5 * 8) = (3, 4), so ||g|| = 5 exactly.
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import pytest
 import torch
 
-from samedge_lib.updates import (
+from samedge_lib.theory.updates import (
     StepInfo,
     add_scaled,
     gd_step,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from samedge_lib.updates import add_scaled, global_norm, momentum_step, sam_gradient
+from samedge_lib.theory.updates import add_scaled, global_norm, momentum_step, sam_gradient
 
 
 def _problem(seed: int = 0):

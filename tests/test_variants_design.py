@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 import torch
 
-from samedge_lib.config import preset_config
-from samedge_lib.edges import sam_edge, usam_edge
-from samedge_lib.experiments import Sweep
-from samedge_lib.notebook import NotebookParameterError
-from samedge_lib.results import RunResult
-from samedge_lib.train import run
-from samedge_lib.variants import PhaseDesign, VariantsDesign, ascent_check, gamma_ref
+from samedge_lib.chapters.experiments import Sweep
+from samedge_lib.chapters.variants import PhaseDesign, VariantsDesign, ascent_check, gamma_ref
+from samedge_lib.engine.train import run
+from samedge_lib.reading.notebook import NotebookParameterError
+from samedge_lib.record.config import preset_config
+from samedge_lib.record.results import RunResult
+from samedge_lib.theory.edges import sam_edge, usam_edge
 
 
 def test_book_grids_reuse_chapter_three_runs():

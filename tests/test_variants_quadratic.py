@@ -1,6 +1,6 @@
 """Unnormalised SAM, momentum and the switch to SAM on quadratics, against what the update rules actually do.
 
-Truths used: single steps and long runs of :mod:`samedge_lib.updates` on quadratics with a known spectrum
+Truths used: single steps and long runs of :mod:`samedge_lib.theory.updates` on quadratics with a known spectrum
 (negative eigenvalues included), GD's own period-2 orbit at ``eta lam1 = 2``, and the inverse relations
 between ``R(alpha)`` and ``alpha``.
 """
@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from samedge_lib import edges, quadratic
-from samedge_lib.updates import gd_step, sam_step
+from samedge_lib.core import quadratic
+from samedge_lib.theory import edges
+from samedge_lib.theory.updates import gd_step, sam_step
 
 
 def test_one_usam_step_multiplies_each_component_and_shrinks_exactly_on_the_stable_set():

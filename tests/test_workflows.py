@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from samedge_lib.config import TASKS
+from samedge_lib.record.config import TASKS
 
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOWS = REPO / ".github" / "workflows"

@@ -15,10 +15,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from samedge_lib import claims as cl  # noqa: E402
-from samedge_lib.config import SWEEP_RHOS, preset_config  # noqa: E402
-from samedge_lib.results import stored_runs  # noqa: E402
-from samedge_lib.runfolder import RunFolderError, load_run, run_path  # noqa: E402
+from samedge_lib.reading import claims as cl  # noqa: E402
+from samedge_lib.record.config import SWEEP_RHOS, preset_config  # noqa: E402
+from samedge_lib.record.results import stored_runs  # noqa: E402
+from samedge_lib.record.runfolder import RunFolderError, load_run, run_path  # noqa: E402
 
 #: Each chapter: its task and which measurements its statements use.
 CHAPTERS = {"03": ("mnist", None), "04": ("cifar10", None), "05": ("shakespeare", "minibatch")}

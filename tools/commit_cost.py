@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from samedge_lib import train
-from samedge_lib.config import RunConfig, preset_config
+from samedge_lib.engine import train
+from samedge_lib.record.config import RunConfig, preset_config
 
 
 def _synthetic_rows(runner: train._Runner) -> None:

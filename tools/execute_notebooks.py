@@ -7,7 +7,7 @@ any ``-p name value`` given, and writes the executed copy to ``book/chapters/``.
 * hides the ``parameters`` and ``injected-parameters`` cells and puts a small table of the values
   actually used in their place, so the book shows which preset produced each page, and collapses the
   cell that validates them. A chapter that resolves its defaults (``None`` = "the preset's value") shows
-  the resolved values with :func:`samedge_lib.chapter.show_parameters`; the table then lists those, not
+  the resolved values with :func:`samedge_lib.chapters.chapter.show_parameters`; the table then lists those, not
   the raw assignments;
 * fails if any cell wrote to stderr (warnings are noise to a reader: fix them at the source).
 
@@ -32,11 +32,12 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from samedge_lib.notebook import PARAMETERS_METADATA_KEY  # noqa: E402
+from samedge_lib.reading.notebook import PARAMETERS_METADATA_KEY  # noqa: E402
 
 #: Environment of the notebook kernels: no progress bars (they write to stderr, which fails the build), and the
 #: chapters' runs computed as one process per core with one torch thread each
-#: (:func:`samedge_lib.experiments.run_all`; the small models of the cpu preset gain little from a second thread).
+#: (:func:`samedge_lib.chapters.experiments.run_all`; the small models of the cpu preset gain little from a second
+#: thread).
 KERNEL_ENV = {"SAMEDGE_PROGRESS": "0", "SAMEDGE_WORKERS": str(os.cpu_count() or 1)}
 
 

@@ -1,7 +1,7 @@
 """Fetch and verify the three datasets the book trains on, so later notebook runs need no network.
 
 Used at image build time by ``binder/postBuild`` and by the Colab set-up cell of every notebook. It only
-calls the public loaders of :mod:`samedge_lib.data`, which look in ``$SAMEDGE_DATA`` then the per-user
+calls the public loaders of :mod:`samedge_lib.engine.data`, which look in ``$SAMEDGE_DATA`` then the per-user
 cache (``~/.cache/samedge/data``), download what is missing from the canonical sources and verify every
 file's checksum; loading once is exactly what a notebook will do later, so a dataset that loads here will
 load there.

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from samedge_lib.config import TASKS, preset_config
-from samedge_lib.results import summarize
-from samedge_lib.train import run
+from samedge_lib.engine.train import run
+from samedge_lib.record.config import TASKS, preset_config
+from samedge_lib.record.results import summarize
 
 #: (task, rho, overrides, wall-clock guard in seconds), in priority order.
 PLAN: list[tuple[str, float, dict, float]] = [

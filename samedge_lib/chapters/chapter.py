@@ -1,0 +1,369 @@
+"""What the three experiment chapters share on the reading side: tables, claims, glue and the stored runs.
+
+A chapter (03 MNIST, 04 CIFAR-10, 05 tiny_shakespeare) runs its sweep with :mod:`samedge_lib.chapters.experiments`, then
+hands the results to an :class:`ExperimentChapter`, which
+
+* shows the parameters the chapter actually ran with (:func:`show_parameters`) and the tables of the runs
+  (:func:`setup_table`, :func:`results_table`, :func:`coverage_table`), with "—" where a number does not apply;
+* evaluates every claim of :mod:`samedge_lib.reading.claims` on the live runs and on the stored paper-scale runs,
+  glues each verdict with its number into the prose (``{glue:md}`chN_<claim>_<runs>:myst```), and fails the
+  chapter where a claim it makes does not hold (:meth:`ExperimentChapter.check`).
+
+Each chapter keeps its story, its figures and what is particular to its task. This module reads run folders
+and draws; it never trains (it does not import :mod:`samedge_lib.engine.train`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Markdown, display
+
+from samedge_lib.reading import claims as cl
+from samedge_lib.reading import plots
+from samedge_lib.reading.notebook import PARAMETERS_METADATA_KEY, show_parameters
+from samedge_lib.record.results import (
+    REACH,
+    RunResult,
+    gd_edge_ratio,
+    label,
+    measurements_on,
+    stored_runs,
+    tracking_ratio,
+)
+
+LOSS_DESCRIPTION = {
+    "mse_mean": "squared error, mean over N x 10 (official)",
+    "mse_half_sum": "squared error, 1/2 sum over classes",
+    "cross_entropy": "cross-entropy per token",
+}
+
+__all__ = [
+    "PARAMETERS_METADATA_KEY",
+    "ExperimentChapter",
+    "label",
+    "results_table",
+    "setup_table",
+    "show_parameters",
+    "show_table",
+]
+
+#: Names of the two run sets every experiment chapter evaluates its claims on.
+LIVE, STORED = "live", "stored"
+
+
+def _cell(value: object, digits: int = 4) -> str:
+    """One table cell: numbers with ``digits`` significant digits, "—" for missing or non-finite values."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int,)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "—"
+        return str(int(value)) if value.is_integer() and abs(value) < 1e6 else f"{value:.{digits}g}"
+    return str(value) if str(value) not in ("", "nan", "None") else "—"
+
+
+def show_table(df: pd.DataFrame, *, index: str = "run", transpose: bool = True) -> None:
+    """Display ``df`` with one column per run (``transpose``), numbers rounded and "—" for what does not apply."""
+    if df.empty:
+        display(Markdown("*(no runs)*"))
+        return
+    out = df.set_index(index) if index in df else df
+    out = out.map(_cell)
+    display(out.T if transpose else out)
+
+
+def setup_table(results: Mapping[float, RunResult]) -> pd.DataFrame:
+    """One row per run: the settings that define it, read from the configs and provenance actually used."""
+    rows = []
+    for res in results.values():
+        cfg, prov = res.config, res.provenance
+        meas = measurements_on(res)
+        rows.append(
+            {
+                "run": label(cfg),
+                "model": ", ".join(f"{k}={v}" for k, v in cfg.model.items()) or "paper size",
+                "train data": meas["data_label"].iloc[0] if len(meas) else None,
+                "loss": LOSS_DESCRIPTION[cfg.loss],
+                "eta": cfg.eta,
+                "2/eta": 2 / cfg.eta,
+                "rho": cfg.rho,
+                "batch": "full" if cfg.batch_size is None else cfg.batch_size,
+                "steps": cfg.steps,
+                "check every (steps)": cfg.measure_every,
+                "top-k": cfg.k,
+                "HVP": cfg.hvp,
+                "dtype": cfg.dtype,
+                "TF32": cfg.tf32,
+                "device": prov.get("device_name"),
+                "seed": cfg.seed,
+                "wall time (s)": prov.get("timings", {}).get("wall_seconds"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def results_table(results: Mapping[float, RunResult], data: str | None = None) -> pd.DataFrame:
+    """The quantitative section: one row per run. Tracking statistics only for runs that reached their edge."""
+    rows = []
+    for res in results.values():
+        cfg = res.config
+        df = measurements_on(res, data)
+        if df.empty:
+            continue
+        last = df.iloc[-1]
+        sam = cfg.optimizer != "gd"
+        tr = tracking_ratio(df) if sam else None
+        off = tracking_ratio(df, "official_lambda") if sam and df["official_lambda"].notna().any() else None
+        bias = cl.official_bias(df)
+        row = {
+            "run": label(cfg),
+            "state": res.status.get("state"),
+            "measured on": df["data"].iloc[0],
+            "last check (step)": int(last["step"]),
+            f"first check with λ₁ ≥ {REACH:g} edge (step)": tr["reached_step"] if tr else None,
+            "λ₁/edge median after it": tr["median"] if tr else None,
+            "p10": tr["p10"] if tr else None,
+            "p90": tr["p90"] if tr else None,
+            "λ₁/edge at the last check": float(last["lambda_1"] / last["edge"]),
+            "official/edge median after it": off["median"] if off else None,
+            "official/exact − 1 (median)": bias["median"],
+            "ηλ₁/2 (median, last third)": gd_edge_ratio(df)["median_last_third"],
+            "edge/(2/η) at the last check": float(last["edge"] / last["gd_edge"]),
+            "λ₁ at the last check": float(last["lambda_1"]),
+            "λ₂/λ₁ at the last check": float(last["lambda_2"] / last["lambda_1"]) if "lambda_2" in df else None,
+            "mean |cos(g, v₁)|": float(df["align_g"].mean()),
+            "mean |cos(g_SAM, v₁)|": float(df["align_sam_g"].mean()) if sam else None,
+            "training loss at the last check": float(last["loss"]),
+            "Lanczos converged (share of checks)": float(df["lanczos_converged"].mean()),
+        }
+        for key in ("test_accuracy", "test_loss"):
+            if key in df:
+                row[f"{key.replace('_', ' ')} at the last check"] = float(last[key])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def coverage_table(results: Mapping[float, RunResult]) -> pd.DataFrame:
+    """For stored runs: how far each got, on which device and numeric mode, and how fast."""
+    rows = []
+    for res in results.values():
+        timings = res.provenance.get("timings", {})
+        rows.append(
+            {
+                "run": label(res.config),
+                "state": res.status.get("state"),
+                "steps done": res.status.get("steps_done"),
+                "steps planned": res.config.steps,
+                "device": res.provenance.get("device_name"),
+                "dtype": res.config.dtype,
+                "TF32": res.config.tf32,
+                "ms per step (without checks)": 1000 * timings.get("seconds_per_step_excluding_measurements", math.nan),
+                "share of time in checks": timings.get("measure_share"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class ExperimentChapter:
+    """One experiment chapter's shared machinery, around its live runs.
+
+    Construct it with the sweep's results; :meth:`claims` then evaluates every claim on the live runs, on each
+    extra view of them (``views``, e.g. the same runs measured on a fixed batch) and on the stored paper-scale
+    runs, and glues the verdicts. The ``show_*`` methods draw the figures and tables every experiment chapter
+    has, so a chapter's cells are its story and one call each.
+
+    Attributes:
+        number: the chapter number (glue keys are ``ch<number>_...``).
+        task: the task whose stored paper-scale runs the chapter shows.
+        made: the claims (keys of :data:`samedge_lib.reading.claims.CLAIMS`) the chapter makes; the others are
+            evaluated and reported with their verdicts, not asserted.
+        results: the live runs, ``{rho: run}`` (``rho = 0`` is GD or SGD).
+        main_rho: the radius the chapter's main statements are about.
+        preset: the preset the live runs were made at.
+        data: which measurements the chapter's statements use (``None``: each run's first kind, the full batch
+            for image tasks; ``"minibatch"``).
+        views: extra run sets over the same runs, ``{data kind: description}`` (their glue keys use the kind).
+
+    """
+
+    number: int
+    task: str
+    made: tuple[str, ...]
+    results: Mapping[float, RunResult]
+    main_rho: float
+    preset: str
+    data: str | None = None
+    views: Mapping[str, str] = field(default_factory=dict)
+    evaluations: pd.DataFrame = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for key in self.made:
+            cl.claim(key)  # raises on an unknown key
+
+    # -- claims -------------------------------------------------------------------------------------------
+    def stored(self) -> dict[float, RunResult]:
+        """The task's stored paper-scale runs, ``{rho: run}`` (empty if none)."""
+        return {r.config.rho: r for r in stored_runs() if r.config.task == self.task}
+
+    @property
+    def runsets(self) -> list[cl.RunSet]:
+        """The run sets the claims are evaluated on: live, each view of the live runs, stored."""
+        return [
+            cl.RunSet(LIVE, f"{self.preset} preset (this page)", self.results, self.main_rho, self.data),
+            *(cl.RunSet(kind, desc, self.results, self.main_rho, kind) for kind, desc in self.views.items()),
+            cl.RunSet(STORED, "paper scale (stored)", self.stored(), self.main_rho, self.data),
+        ]
+
+    def claims(self) -> pd.DataFrame:
+        """Evaluate every claim on every run set and glue each verdict.
+
+        Glue keys: ``ch<n>_<claim>_<runset>`` (a Markdown sentence, ``**verdict**: numbers``), with ``_value`` (the
+        measured number) and ``_verdict`` (the verdict's words).
+        """
+        from myst_nb import glue
+
+        self.evaluations = cl.evaluate(self.runsets)
+        for _, r in self.evaluations.iterrows():
+            key = f"ch{self.number}_{r['claim']}_{r['runset']}"
+            e = cl.lookup(self.evaluations, r["claim"], r["runset"])
+            glue(key, Markdown(e.markdown), display=False)
+            glue(f"{key}_value", float(e.value), display=False)
+            glue(f"{key}_verdict", e.verdict.value, display=False)
+        return self.evaluations
+
+    def show_claims(self) -> None:
+        """The chapter's claims table: statement, criterion, claimed/reported, verdict and number per run set."""
+        descriptions = {rs.name: rs.description for rs in self.runsets}
+        display(cl.claims_table(self.evaluations, descriptions, self.made).set_index("claim"))
+
+    def check(self) -> None:
+        """Fail where a claim the chapter makes does not hold on the live runs.
+
+        At the ``cpu`` preset every claim made must hold. At ``paper`` a claim may also be "not reached yet" (a
+        run stopped early neither confirms nor refutes it; its verdict is shown). At ``smoke`` (seconds-long
+        runs for the tests) the claims are evaluated and shown, not asserted.
+        """
+        if self.preset == "smoke":
+            return
+        cl.assert_claims(self.evaluations, self.made, LIVE, allow_not_reached=self.preset == "paper")
+
+    # -- tables and figures ------------------------------------------------------------------------------------
+    def table(self, rho: float, data: str | None = None) -> pd.DataFrame:
+        """The measurements of the live run at ``rho`` on ``data`` (default: the chapter's)."""
+        return measurements_on(self.results[rho], data or self.data)
+
+    def _title(self, cfg_label: str) -> str:
+        return cfg_label + ("" if self.data is None else f" ({self.data} measurements)")
+
+    def show_setup(self) -> None:
+        """The configurations actually run (and the device that ran them), one column per run."""
+        show_table(setup_table(self.results))
+
+    def show_numbers(self, data: str | None = None) -> None:
+        """The quantitative table of the live runs on ``data`` (default: the chapter's)."""
+        show_table(results_table(self.results, data or self.data))
+
+    def show_gd(self) -> None:
+        """GD's (SGD's) top eigenvalues against ``2/eta``."""
+        fig, ax = plt.subplots()
+        plots.plot_eigenvalues(ax, self.table(0.0), title=self._title(label(self.results[0.0].config)))
+        plt.show()
+
+    def show_sam(self) -> None:
+        """The main SAM run: eigenvalues with its SAM-edge and ``2/eta``, a zoom on the edge, the alignments."""
+        plots.run_panel(self.table(self.main_rho), title=self._title(label(self.results[self.main_rho].config)))
+        plt.show()
+
+    def show_radii(self, *, collapse: bool = True) -> None:
+        """Every radius: ``lambda_1/edge`` over time, all checks against ``R(alpha)`` (if ``collapse``), the losses."""
+        sam_runs = {label(r.config): measurements_on(r, self.data) for rho, r in self.results.items() if rho > 0}
+        fig, axes = plt.subplots(1, 3 if collapse else 2, figsize=(17 if collapse else 13, 4))
+        plots.plot_tracking_ratio(axes[0], sam_runs, title=self._title("lambda_1 / SAM-edge"))
+        if collapse:
+            plots.plot_alpha_collapse(axes[1], sam_runs, title="all radii against R(alpha)")
+        losses = {label(r.config): r.steps for r in self.results.values()}
+        plots.plot_losses(axes[-1], losses, title="training loss")
+        plt.show()
+
+    def show_topk(self) -> None:
+        """Each tracked eigenvalue of the main SAM run divided by its edge."""
+        fig, ax = plt.subplots()
+        plots.plot_topk_over_edge(
+            ax, self.table(self.main_rho), title=f"top-k eigenvalues / SAM-edge, rho={self.main_rho:g}"
+        )
+        plt.show()
+
+    def show_estimator(self) -> None:
+        """The exact ``lambda_1`` against the paper's estimator at the same weights, main SAM run."""
+        fig, ax = plt.subplots()
+        title = f"SAM rho={self.main_rho:g}: exact vs official estimator"
+        plots.plot_estimators(ax, self.table(self.main_rho), title=title)
+        plt.show()
+
+    def show_stored(self) -> None:
+        """The stored paper-scale runs: how far each got, their numbers, and their sharpness against their edge."""
+        stored = self.stored()
+        if not stored:
+            display(Markdown(f"*No paper-scale {self.task} run is stored in `results/paper/`.*"))
+            return
+        show_table(coverage_table(stored))
+        show_table(results_table(stored, self.data))
+        fig, axes = plt.subplots(1, len(stored), figsize=(6.5 * len(stored), 4), squeeze=False)
+        for ax, res in zip(axes[0], stored.values(), strict=True):
+            draw = plots.plot_edge_zoom if res.config.rho > 0 else plots.plot_eigenvalues
+            draw(ax, measurements_on(res, self.data), title=f"paper scale: {label(res.config)}")
+        plt.show()
+
+    # -- the seed band -----------------------------------------------------------------------------------------
+    def show_band(self, band: Mapping[int, Mapping[float, RunResult]]) -> None:
+        """The seed band: its table (:meth:`seed_band`) and every seed's ``lambda_1/edge`` at the main radius."""
+        show_table(self.seed_band(band), index="number", transpose=False)
+        seeds = {self.results[self.main_rho].config.seed: self.results, **band}
+        ratios = {f"seed {s}": measurements_on(r[self.main_rho], self.data) for s, r in seeds.items()}
+        fig, ax = plt.subplots()
+        plots.plot_tracking_ratio(ax, ratios, title=self._title(f"lambda_1 / SAM-edge, rho={self.main_rho:g}"))
+        plt.show()
+
+    def seed_band(self, band: Mapping[int, Mapping[float, RunResult]]) -> pd.DataFrame:
+        """The headline numbers at every seed: one row per number, one column per seed, then median and spread.
+
+        The rows: SAM's median ``lambda_1/edge`` after the transient at the main radius (NaN where the edge was
+        not reached) and GD's median ``eta lambda_1/2`` over the last third. Glued as ``ch<n>_band_sam`` /
+        ``ch<n>_band_gd`` (Markdown sentences) and ``..._spread`` (numbers).
+        """
+        from myst_nb import glue
+
+        runs = {self.results[self.main_rho].config.seed: self.results, **band}
+        rows = {}
+        for key, what, rho in (
+            ("sam", f"SAM ρ={self.main_rho:g}: median λ₁/edge after the transient", self.main_rho),
+            ("gd", f"{label(self.results[0.0].config)}: median ηλ₁/2 over the last third", 0.0),
+        ):
+            values = {}
+            for seed, res in sorted(runs.items()):
+                df = measurements_on(res[rho], self.data)
+                stat = tracking_ratio(df)["median"] if rho > 0 else gd_edge_ratio(df)["median_last_third"]
+                values[f"seed {seed}"] = stat
+            finite = [v for v in values.values() if math.isfinite(v)]
+            med = float(pd.Series(finite).median()) if finite else math.nan
+            spread = float(max(finite) - min(finite)) if len(finite) == len(values) and finite else math.nan
+            rows[what] = {**values, "median over seeds": med, "spread (max − min)": spread}
+            listed = ", ".join(f"{_cell(v, 3)}" for v in values.values())
+            seeds = ", ".join(str(s) for s in sorted(runs))
+            if len(runs) > 1:
+                sentence = f"{listed} at seeds {seeds} (median {_cell(med, 3)}, spread {_cell(spread, 2)})"
+            else:
+                sentence = f"{listed} at seed {seeds} (no other seed was run)"
+            glue(f"ch{self.number}_band_{key}", Markdown(sentence), display=False)
+            glue(f"ch{self.number}_band_{key}_spread", spread, display=False)
+        return pd.DataFrame(rows).T.rename_axis("number").reset_index()
