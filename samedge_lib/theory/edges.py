@@ -5,7 +5,9 @@ sympy and proves that :func:`sam_edge` equals the derived expression; every trai
 and figure takes its "SAM-edge" numbers from here.
 
 All functions accept Python floats, NumPy arrays or torch tensors (broadcasting as usual) and
-return the same kind. Invalid inputs raise :class:`ValueError` naming the offending argument.
+return the same kind. The module imports no torch: a tensor can only exist once torch is imported, so tensors are
+recognised through ``sys.modules`` and reading results never pays torch's import. Invalid inputs raise
+:class:`ValueError` naming the offending argument.
 
 Notation (Long & Bartlett, 2024): ``eta`` is the step size, ``rho`` the SAM radius and
 ``grad_norm`` the Euclidean norm ``||g||`` of the loss gradient at the current iterate, on the
@@ -15,19 +17,33 @@ batch the next update uses (not at the ascent point, and with no ``+1e-5``).
 from __future__ import annotations
 
 import math
-from typing import TypeVar
+import sys
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
 
-ArrayLike = TypeVar("ArrayLike", float, np.ndarray, torch.Tensor)
+if TYPE_CHECKING:
+    import torch
+
+ArrayLike = TypeVar("ArrayLike", float, np.ndarray, "torch.Tensor")
+
+
+def _torch() -> Any:
+    """The torch module if it has been imported (else ``None``: then no argument can be a tensor)."""
+    return sys.modules.get("torch")
+
+
+def _is_tensor(x: object) -> bool:
+    torch = _torch()
+    return torch is not None and isinstance(x, torch.Tensor)
+
 
 #: The constant the official code adds to ``||g||`` in the SAM ascent step (not in the edge).
 SAM_NORM_EPS = 1e-5
 
 
 def _as_checkable(x: object) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
+    if _is_tensor(x):
         return x.detach().cpu().double().numpy()
     return np.asarray(x, dtype=float)
 
@@ -49,8 +65,8 @@ def _check_nonnegative(name: str, value: object, what: str = "number") -> None:
 
 
 def _sqrt(x: ArrayLike) -> ArrayLike:
-    if isinstance(x, torch.Tensor):
-        return torch.sqrt(x)
+    if _is_tensor(x):
+        return x.sqrt()
     if isinstance(x, np.ndarray):
         return np.sqrt(x)
     return math.sqrt(x)
@@ -58,7 +74,8 @@ def _sqrt(x: ArrayLike) -> ArrayLike:
 
 def _safe_ratio(num: ArrayLike, den: ArrayLike) -> ArrayLike:
     """``num / den`` with ``0/0 -> 0`` and ``x/0 -> inf`` (x > 0), silently, for all three kinds."""
-    if isinstance(num, torch.Tensor) or isinstance(den, torch.Tensor):
+    if _is_tensor(num) or _is_tensor(den):
+        torch = _torch()
         num_t = torch.as_tensor(num, dtype=torch.float64) if not isinstance(num, torch.Tensor) else num
         den_t = torch.as_tensor(den, dtype=num_t.dtype) if not isinstance(den, torch.Tensor) else den
         out = num_t / den_t

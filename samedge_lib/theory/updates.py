@@ -10,25 +10,30 @@ https://github.com/google-deepmind/sam_edge): the ascent step is ``e = rho * g /
 *global* L2 norm over all parameters, both gradients are taken on the same batch, and the descent step
 ``eta * grad(w + e)`` is applied at ``w``.
 ``rho = 0`` skips the ascent step and gives plain GD (SGD on minibatches).
+
+The rules use only the tensors' own methods and arithmetic, so this module imports no torch: the theory layer (and
+the reading side that asks an update rule for its edge) stays free of torch's import cost.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from samedge_lib.theory.edges import SAM_NORM_EPS
 
-Params = list[torch.Tensor]
+if TYPE_CHECKING:
+    import torch
+
+Params = list["torch.Tensor"]
 #: ``grad_fn(params) -> (loss, grads)`` on one fixed batch; ``grads`` matches ``params`` in shape.
-GradFn = Callable[[Sequence[torch.Tensor]], tuple[torch.Tensor, Params]]
+GradFn = Callable[[Sequence["torch.Tensor"]], tuple["torch.Tensor", Params]]
 
 
 def global_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """Euclidean norm of all entries of all tensors together (the norm SAM normalises by)."""
-    return torch.sqrt(sum((t.detach().double() ** 2).sum() for t in tensors)).to(tensors[0].dtype)
+    return sum((t.detach().double() ** 2).sum() for t in tensors).sqrt().to(tensors[0].dtype)
 
 
 def add_scaled(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], scale: float | torch.Tensor) -> Params:
