@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from samedge_lib.core.hessian import HessianOperator, dense_hessian
+from samedge_lib.engine import losses
 from samedge_lib.engine.losses import get_loss
 from samedge_lib.engine.models import MODEL_FOR_TASK, make_model
 from samedge_lib.record import config
@@ -72,3 +73,12 @@ def test_the_configuration_accepts_exactly_the_library_values(field, allowed):
     with pytest.raises(config.ConfigError) as err:
         base.replace(**{field: "no-such-value"})
     assert all(repr(v) in str(err.value) for v in allowed)
+
+
+def test_the_record_names_exactly_what_the_engine_implements():
+    """The run record's vocabulary (torch-free) and the engine's registries name the same things, in one order."""
+    from samedge_lib.theory.rules import ASCENTS
+
+    assert tuple(MODEL_FOR_TASK) == config.TASKS
+    assert tuple(losses.LOSSES) == config.LOSSES
+    assert tuple(ASCENTS) == config.OPTIMIZERS

@@ -35,6 +35,7 @@ from samedge_lib.record.results import (
     stored_runs,
     tracking_ratio,
 )
+from samedge_lib.theory.rules import UpdateRule
 
 LOSS_DESCRIPTION = {
     "mse_mean": "squared error, mean over N x 10 (official)",
@@ -120,7 +121,7 @@ def results_table(results: Mapping[float, RunResult], data: str | None = None) -
         if df.empty:
             continue
         last = df.iloc[-1]
-        sam = cfg.optimizer != "gd"
+        sam = not UpdateRule.of(cfg).is_gd
         tr = tracking_ratio(df) if sam else None
         off = tracking_ratio(df, "official_lambda") if sam and df["official_lambda"].notna().any() else None
         bias = cl.official_bias(df)

@@ -37,6 +37,7 @@ from samedge_lib.reading.notebook import check_choice, check_number, check_prese
 from samedge_lib.record.config import SWEEP_RHOS, RunConfig, preset_config
 from samedge_lib.record.results import REACH, RunResult, measurements_on
 from samedge_lib.record.runfolder import CHECKPOINT
+from samedge_lib.theory.rules import UpdateRule
 from samedge_lib.theory.updates import global_norm
 
 #: The grids a chapter can run: the book's (minutes on two cores) or the full design.
@@ -241,7 +242,7 @@ def ascent_check(result: RunResult, data_dir: str | Path | None = None) -> dict[
 
     op = task.operator(params, batch, cfg.hvp)
     _, g = op.gradient()
-    eps = (cfg.rho / (float(g.double().norm()) + 1e-5)) * g if cfg.optimizer == "sam" else cfg.rho * g
+    eps = UpdateRule.of(cfg).ascent.perturbation_scale(cfg.rho, float(g.double().norm())) * g
     h_eps = op.matvec(eps)
     shifted = [p + e for p, e in zip(params, op.unflatten(eps), strict=True)]
     op_eps = task.operator(shifted, batch, cfg.hvp)

@@ -29,7 +29,8 @@ import pandas as pd
 from samedge_lib.reading import claims as cl
 from samedge_lib.reading.claims import Claim, Verdict, fmt
 from samedge_lib.record.results import REACH, RunResult, measurements_on
-from samedge_lib.theory.edges import edge_elasticity, edge_ratio, effective_eta, regime_bounds, switch_growth
+from samedge_lib.theory.edges import edge_elasticity, edge_ratio, regime_bounds, switch_growth
+from samedge_lib.theory.rules import SAM, UpdateRule
 
 #: "Sits on its edge" in these chapters: the median of ``lambda_1 / edge`` after the crossing lies in this band,
 #: tighter than the experiment chapters' (0.8, 1.25) because here the edges of different rules are told apart.
@@ -124,7 +125,7 @@ def variant_label(key: str, result: RunResult) -> str:
     mom = ""
     if cfg.momentum > 0:
         mom = f"+{'Nesterov' if cfg.nesterov else 'HB'} β={cfg.momentum:g}"
-    if cfg.optimizer == "gd":
+    if UpdateRule.of(cfg).is_gd:
         return f"GD{mom} η={cfg.eta:.4g}"
     return f"SAM{mom} ρ={cfg.rho:g} η={cfg.eta:.4g}"
 
@@ -245,12 +246,9 @@ def collapse_of(df: pd.DataFrame, result: RunResult) -> pd.Series:
     """
     if "collapse" in df and df["collapse"].notna().all():
         return df["collapse"]
-    cfg = result.config
-    eta_eff = float(effective_eta(cfg.eta, cfg.momentum, cfg.nesterov)) if cfg.momentum > 0 else cfg.eta
-    lam, g = df["lambda_1"].to_numpy(), df["grad_norm"].to_numpy()
-    rho = np.where(df["step"].to_numpy() >= cfg.sam_start, cfg.rho, 0.0) if cfg.optimizer != "gd" else 0.0
-    extra = rho * lam if cfg.optimizer == "usam" else rho * lam / np.where(g > 0, g, np.nan)
-    return pd.Series(0.5 * eta_eff * lam * (1 + extra), index=df.index)
+    rule = UpdateRule.of(result.config)
+    value = rule.collapse_columns(df["lambda_1"].to_numpy(), df["grad_norm"].to_numpy(), df["step"].to_numpy())
+    return pd.Series(value, index=df.index)
 
 
 def pooled_phase(rs: VariantRuns) -> pd.DataFrame:
@@ -280,7 +278,7 @@ def pooled_phase(rs: VariantRuns) -> pd.DataFrame:
 
 def sam_phase_keys(rs: VariantRuns) -> list[str]:
     """The phase-diagram keys of SAM runs (``"<eta>/<rho>"`` with ``rho > 0``)."""
-    return [k for k, r in rs.runs.items() if r.config.optimizer == "sam" and r.config.rho > 0 and "/" in k]
+    return [k for k, r in rs.runs.items() if UpdateRule.of(r.config).ascent is SAM and r.config.rho > 0 and "/" in k]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -570,7 +568,7 @@ def _regimes(rs: VariantRuns) -> Result:
 def _phase_gd(rs: VariantRuns) -> Result:
     per = {}
     for k, r in rs.runs.items():
-        if r.config.optimizer != "gd" or "/" not in k:
+        if not UpdateRule.of(r.config).is_gd or "/" not in k:
             continue
         df = rs.table(k)
         late, top = gd_last_third(df)

@@ -45,11 +45,14 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from samedge_lib.record.config import HVP_METHODS as _RECORD_HVP_METHODS
+
 #: ``loss_fn(params) -> scalar loss`` on one fixed batch, computed functionally from ``params``.
 LossFn = Callable[[Sequence[torch.Tensor]], torch.Tensor]
 
-#: The HVP methods :class:`HessianOperator` accepts.
-HVP_METHODS: tuple[str, ...] = ("exact", "exact_fresh", "forward_over_reverse", "finite_difference")
+#: The HVP methods :class:`HessianOperator` accepts: the run record's vocabulary
+#: (:data:`samedge_lib.record.config.HVP_METHODS`), so a configuration is checked without importing torch.
+HVP_METHODS: tuple[str, ...] = _RECORD_HVP_METHODS
 
 #: ``DIFFERENTIATION_STEP_SIZE`` of the official code: the finite-difference step along a unit vector.
 FD_STEP = 1e-3

@@ -35,8 +35,9 @@ import pandas as pd
 import torch
 from torch.func import vmap
 
-from samedge_lib.theory.edges import edge_ratio, momentum_sam_edge, momentum_usam_edge
-from samedge_lib.theory.updates import Params, gd_step, momentum_step, sam_step, usam_step
+from samedge_lib.theory.edges import edge_ratio
+from samedge_lib.theory.rules import SAM, USAM, UpdateRule
+from samedge_lib.theory.updates import Params, momentum_step, sam_step
 
 DTYPE = torch.float64
 
@@ -259,25 +260,15 @@ def variant_run(
     edge = np.empty(steps)
     comps = np.empty((steps + 1, quad.dim))
     comps[0] = quad.components(w).numpy()
+    rule = UpdateRule(
+        SAM if normalized else USAM, eta=eta, rho=rho, momentum=beta, nesterov=nesterov, sam_start=sam_start, eps=eps
+    )
     params, velocity = [w], None
     for t in range(steps):
-        rho_t = rho if t >= sam_start else 0.0
-        if beta > 0:
-            params, velocity, info = momentum_step(
-                params, velocity, quad.grad_fn, eta, rho_t, beta, nesterov=nesterov, normalized=normalized, eps=eps
-            )
-        elif rho_t == 0:
-            params, info = gd_step(params, quad.grad_fn, eta)
-        elif normalized:
-            params, info = sam_step(params, quad.grad_fn, eta, rho_t, eps=eps)
-        else:
-            params, info = usam_step(params, quad.grad_fn, eta, rho_t)
+        params, velocity, info = rule.step(params, velocity, quad.grad_fn, t)
         loss[t] = info.loss.item()
         gnorm[t] = info.grad_norm.item()
-        if normalized or rho_t == 0:
-            edge[t] = momentum_sam_edge(gnorm[t], eta, rho_t, beta, nesterov)
-        else:
-            edge[t] = momentum_usam_edge(eta, rho_t, beta, nesterov)
+        edge[t] = rule.edge(gnorm[t], t)
         comps[t + 1] = quad.components(params[0]).numpy()
         if not np.isfinite(comps[t + 1]).all():
             raise FloatingPointError(f"the SAM run diverged at step {t} (eta={eta}, rho={rho}); lower eta or rho")

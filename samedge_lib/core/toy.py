@@ -33,7 +33,8 @@ import pandas as pd
 import torch
 
 from samedge_lib.theory.edges import gd_edge, sam_edge
-from samedge_lib.theory.updates import Params, gd_step, sam_step
+from samedge_lib.theory.rules import ASCENTS, UpdateRule
+from samedge_lib.theory.updates import Params
 
 DTYPE = torch.float64
 
@@ -223,18 +224,20 @@ def train_toy(
         becomes non-finite.
 
     """
-    if optimizer not in ("sam", "gd"):
-        raise ValueError(f"optimizer must be 'sam' or 'gd', got {optimizer!r}")
+    ascent = ASCENTS.get(optimizer)
+    if ascent is None or not ascent.normalized:
+        raise ValueError(f"optimizer must be 'sam' or 'gd' (the rules whose edge follows ||g||), got {optimizer!r}")
     if not (isinstance(eta, (int, float)) and eta > 0):
         raise ValueError(f"eta must be > 0, got {eta!r}")
-    if optimizer == "sam" and not (isinstance(rho, (int, float)) and rho > 0):
+    if ascent.has_radius and not (isinstance(rho, (int, float)) and rho > 0):
         raise ValueError(f"rho must be > 0 for SAM (use optimizer='gd' for rho = 0), got {rho!r}")
     if not (isinstance(steps, int) and steps >= 1):
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if not (isinstance(hessian_every, int) and hessian_every >= 1):
         raise ValueError(f"hessian_every must be a positive integer, got {hessian_every!r}")
     model = ToyModel(problem if problem is not None else ToyProblem())
-    eff_rho = float(rho) if optimizer == "sam" else 0.0
+    rule = UpdateRule(ascent, eta=eta, rho=float(rho) if ascent.has_radius else 0.0)
+    eff_rho = rule.rho
 
     loss = np.empty(steps)
     gnorm = np.empty(steps)
@@ -244,10 +247,7 @@ def train_toy(
         for t in range(steps):
             if t % hessian_every == 0 or t == steps - 1:
                 lam1[t] = model.sharpness(params[0])
-            if optimizer == "sam":
-                params, info = sam_step(params, model.grad_fn, eta, eff_rho)
-            else:
-                params, info = gd_step(params, model.grad_fn, eta)
+            params, _, info = rule.step(params, None, model.grad_fn)
             loss[t] = info.loss.item()
             gnorm[t] = info.grad_norm.item()
             if not math.isfinite(loss[t]):

@@ -58,25 +58,9 @@ from samedge_lib.record import provenance
 from samedge_lib.record import runfolder as rf
 from samedge_lib.record.config import ConfigError, RunConfig
 from samedge_lib.record.runfolder import RunResult, load_run, runs_root
-from samedge_lib.theory.edges import (
-    alpha,
-    collapse_variable,
-    effective_eta,
-    gd_edge,
-    momentum_sam_edge,
-    momentum_usam_edge,
-    sam_edge,
-)
-from samedge_lib.theory.updates import (
-    StepInfo,
-    add_scaled,
-    gd_step,
-    global_norm,
-    momentum_step,
-    sam_gradient,
-    sam_step,
-    usam_step,
-)
+from samedge_lib.theory.edges import alpha, gd_edge
+from samedge_lib.theory.rules import UpdateRule
+from samedge_lib.theory.updates import StepInfo, global_norm
 
 __all__ = [
     "DeviceError",
@@ -184,6 +168,7 @@ class _Runner:
         comm: distributed.Communicator | distributed.Solo = distributed.SOLO,
     ) -> None:
         self.cfg = cfg
+        self.rule = UpdateRule.of(cfg)  # the step, the edge and the collapse variable of the run's update rule
         self.path = path
         self.comm = comm
         self.progress = progress and comm.is_writer
@@ -291,8 +276,7 @@ class _Runner:
 
     def rho_at(self, step: int) -> float:
         """The radius the update of ``step`` uses: 0 for GD and for the GD steps before ``sam_start``."""
-        cfg = self.cfg
-        return 0.0 if cfg.optimizer == "gd" or step < cfg.sam_start else cfg.rho
+        return self.rule.rho_at(step)
 
     def update(self, step: int) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, StepInfo]:
         """One update on the batch of ``step``: the new parameters and velocity (``self`` is not changed).
@@ -301,17 +285,9 @@ class _Runner:
         through a heavy-ball or Nesterov buffer (:func:`samedge_lib.theory.updates.momentum_step`). Before ``sam_start``
         the step is GD's.
         """
-        cfg = self.cfg
-        if cfg.momentum > 0:
-            new, velocity, info = momentum_step(
-                self.params,
-                self.velocity,
-                self.grad_fn_for(self.task.batch_at(step)),
-                cfg.eta,
-                self.rho_at(step),
-                cfg.momentum,
-                nesterov=cfg.nesterov,
-                normalized=cfg.optimizer != "usam",
+        if self.rule.momentum > 0:
+            new, velocity, info = self.rule.step(
+                self.params, self.velocity, self.grad_fn_for(self.task.batch_at(step)), step
             )
             return [p.detach() for p in new], [v.detach() for v in velocity], info
         new, info = self.step_from(self.params, step)
@@ -324,15 +300,10 @@ class _Runner:
         batch = self.task.batch_at(step)
         grad_fn = self.grad_fn_for(batch)
         cfg = self.cfg
-        rho = self.rho_at(step)
-        if cfg.micro_batch is not None:
+        if self.rule.is_msam:
             new, info = st.msam_step(params, self.task.data_loss, *self.micro(batch, step), cfg.eta, cfg.rho)
-        elif rho == 0:
-            new, info = gd_step(params, grad_fn, cfg.eta)
-        elif cfg.optimizer == "sam":
-            new, info = sam_step(params, grad_fn, cfg.eta, rho)
         else:
-            new, info = usam_step(params, grad_fn, cfg.eta, rho)
+            new, _, info = self.rule.step(params, None, grad_fn, step)
         return [p.detach() for p in new], info
 
     def micro(self, batch: Batch, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -384,39 +355,13 @@ class _Runner:
         out["trace_h"], out["trace_h_se"] = st.hutchinson_trace(op, cfg.hutchinson_probes, gen)
         return out
 
-    @property
-    def eta_eff(self) -> float:
-        """The step size of the momentum-free rule with the same edge (``eta`` itself without momentum)."""
-        cfg = self.cfg
-        return float(effective_eta(cfg.eta, cfg.momentum, cfg.nesterov)) if cfg.momentum > 0 else cfg.eta
-
     def edge_of(self, grad_norm: float, step: int) -> float:
-        """The edge of the update of ``step``; NaN for a non-finite ``||g||``.
-
-        ``2/eta`` (GD), the SAM-edge (SAM) or the USAM edge, each at the momentum's effective step size
-        (:func:`samedge_lib.theory.edges.effective_eta`): ``2 (1 + beta)/eta`` for GD with heavy-ball momentum, ...
-        """
-        cfg = self.cfg
-        rho = self.rho_at(step)
-        if cfg.optimizer == "usam" and rho > 0:
-            return float(momentum_usam_edge(cfg.eta, rho, cfg.momentum, cfg.nesterov))
-        if math.isnan(grad_norm):
-            return math.nan
-        return float(momentum_sam_edge(grad_norm, cfg.eta, rho, cfg.momentum, cfg.nesterov))
+        """The edge of the update of ``step`` (:meth:`samedge_lib.theory.rules.UpdateRule.edge`)."""
+        return self.rule.edge(grad_norm, step)
 
     def collapse_of(self, lam1: float, grad_norm: float, step: int) -> float:
-        """``Lambda = (eta_eff/2) lam1 (1 + rho lam1/||g||)``, exactly 1 on the edge of the update of ``step``.
-
-        USAM puts its ``r`` in place of ``rho/||g||``; GD (``rho = 0``) gives ``eta_eff lam1 / 2``.
-        """
-        rho = self.rho_at(step)
-        if not (math.isfinite(lam1) and math.isfinite(grad_norm)) or lam1 < 0:
-            return math.nan
-        if self.cfg.optimizer == "usam" and rho > 0:
-            return float(collapse_variable(lam1, 1.0, self.eta_eff, rho))
-        if rho > 0 and grad_norm == 0:
-            return math.nan
-        return float(collapse_variable(lam1, grad_norm if rho > 0 else 1.0, self.eta_eff, rho))
+        """``Lambda``, 1 on the edge of ``step``'s update (:meth:`~samedge_lib.theory.rules.UpdateRule.collapse`)."""
+        return self.rule.collapse(lam1, grad_norm, step)
 
     # -- measurement ------------------------------------------------------------------------
     def measure(self, step: int) -> tuple[list[dict], dict[str, torch.Tensor]]:
@@ -477,7 +422,6 @@ class _Runner:
         v1 = res.eigenvectors[:, 0]
         grad_fn = self.grad_fn_for(batch)
         g_list = op.unflatten(g_flat)
-        rho = self.rho_at(step)
         extra: dict[str, Any] = {}
         if cfg.micro_batch is not None:  # m-SAM's direction on this data, and its stability operator A_m
             xs, ys = self.micro(batch, step)
@@ -496,10 +440,8 @@ class _Runner:
                 msam_converged=bool(a_res.converged),
                 msam_micro_batches=int(xs.shape[0]),
             )
-        elif cfg.optimizer == "usam" and rho > 0:
-            _, g_upd = grad_fn(add_scaled(self.params, g_list, rho))
         else:
-            g_upd = sam_gradient(self.params, g_list, grad_fn, rho)
+            g_upd = self.rule.update_gradient(self.params, g_list, grad_fn, step)
         row: dict[str, Any] = {
             "step": step,
             "data": batch.kind,
@@ -513,7 +455,7 @@ class _Runner:
         row.update(
             grad_norm=g_norm,
             sam_grad_norm=float(global_norm(g_upd)),
-            sam_edge=float(sam_edge(g_norm, cfg.eta, cfg.rho)) if cfg.optimizer != "usam" and finite_g else math.nan,
+            sam_edge=self.rule.sam_edge(g_norm),
             edge=self.edge_of(g_norm, step),
             gd_edge=float(gd_edge(cfg.eta)),
             alpha=math.inf if cfg.rho == 0 else float(alpha(g_norm, cfg.eta, cfg.rho)) if finite_g else math.nan,

@@ -23,16 +23,18 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from samedge_lib.core.hessian import HVP_METHODS
-from samedge_lib.engine.losses import LOSSES as _LOSS_FUNCTIONS
-from samedge_lib.engine.models import MODEL_FOR_TASK
+from samedge_lib.theory.rules import ASCENTS, ascent_of
 
-# Allowed values. Those the library defines elsewhere are taken from their one home (the tasks from the
-# models, the losses from losses.LOSSES, the HVP methods from hessian.HVP_METHODS); the rest are the
-# configuration's own. tests/test_allowed_values.py checks that each allowed value works.
-TASKS: tuple[str, ...] = tuple(MODEL_FOR_TASK)
-LOSSES: tuple[str, ...] = tuple(_LOSS_FUNCTIONS)
-OPTIMIZERS = ("gd", "sam", "usam")
+# Allowed values: the vocabulary of the run record, the one contract between the engine that writes runs and the
+# readers. The engine implements each name (the models of samedge_lib.engine.models.MODEL_FOR_TASK, the losses of
+# samedge_lib.engine.losses.LOSSES, the products of samedge_lib.core.hessian, the ascents of
+# samedge_lib.theory.rules.ASCENTS); tests/test_allowed_values.py checks that each name here is implemented there
+# and that each works, so the record can be read without importing torch.
+TASKS: tuple[str, ...] = ("mnist", "cifar10", "shakespeare")
+LOSSES: tuple[str, ...] = ("mse_mean", "mse_half_sum", "cross_entropy")
+#: Hessian-vector product methods (their definitions: :mod:`samedge_lib.core.hessian`).
+HVP_METHODS: tuple[str, ...] = ("exact", "exact_fresh", "forward_over_reverse", "finite_difference")
+OPTIMIZERS = tuple(ASCENTS)  # ("gd", "sam", "usam"): one entry per ascent of samedge_lib.theory.rules
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "cuda")
 MEASURE_DATA = ("batch", "fixed", "both")
@@ -185,9 +187,10 @@ class RunConfig:
         _choice("measure_data", self.measure_data, MEASURE_DATA)
         _positive("eta", self.eta)
         _positive("rho", self.rho, allow_zero=True)
-        if self.optimizer == "gd" and self.rho != 0:
+        ascent = ascent_of(self.optimizer)
+        if not ascent.has_radius and self.rho != 0:
             raise ConfigError(f"optimizer='gd' needs rho=0, got rho={self.rho}; use optimizer='sam' for rho > 0")
-        if self.optimizer in ("sam", "usam") and self.rho == 0:
+        if ascent.has_radius and self.rho == 0:
             raise ConfigError(f"optimizer={self.optimizer!r} needs rho > 0; use optimizer='gd' for rho = 0")
         if not isinstance(self.model, dict):
             raise ConfigError(f"model must be a dict of model sizes, got {self.model!r}")
@@ -238,7 +241,7 @@ class RunConfig:
             raise ConfigError("nesterov=true needs momentum > 0 (e.g. momentum=0.9); without momentum it is plain SAM")
         for name in ("sam_start", "measure_after_switch"):
             _positive(name, getattr(self, name), integer=True, allow_zero=True)
-        if self.sam_start > 0 and self.optimizer == "gd":
+        if self.sam_start > 0 and not ascent_of(self.optimizer).has_radius:
             raise ConfigError(f"sam_start={self.sam_start} needs optimizer 'sam' or 'usam' (GD switches nothing on)")
         if self.sam_start >= self.steps:
             raise ConfigError(f"sam_start={self.sam_start} must be below steps={self.steps}, or SAM never runs")
@@ -266,7 +269,7 @@ class RunConfig:
         if self.micro_batch is None:
             return
         _positive("micro_batch", self.micro_batch, integer=True)
-        if self.optimizer != "sam":
+        if not ascent_of(self.optimizer).micro_batches:
             raise ConfigError(f"micro_batch (m-SAM) needs optimizer='sam', got optimizer={self.optimizer!r}")
         if not per_example:
             raise ConfigError(f"micro_batch (m-SAM) applies to the image tasks, not to {self.task!r}")
@@ -306,7 +309,7 @@ class RunConfig:
 
     def run_name(self) -> str:
         """Folder name of the run: readable prefix + identity hash."""
-        label = self.optimizer if self.optimizer == "gd" else f"{self.optimizer}-rho{self.rho:g}"
+        label = f"{self.optimizer}-rho{self.rho:g}" if ascent_of(self.optimizer).has_radius else self.optimizer
         if self.micro_batch is not None:
             label = f"msam{self.micro_batch}-rho{self.rho:g}"
         if self.momentum > 0:

@@ -23,6 +23,7 @@ import pandas as pd
 from samedge_lib.record.config import RunConfig
 from samedge_lib.record.provenance import REPO_ROOT
 from samedge_lib.record.runfolder import RunResult, load_run
+from samedge_lib.theory.rules import UpdateRule
 
 #: Where paper-scale (GPU) runs are stored in the repository.
 STORED_RESULTS = REPO_ROOT / "results" / "paper"
@@ -39,9 +40,7 @@ MIN_TRACKED = 3
 
 def label(cfg: RunConfig) -> str:
     """A short legend label: ``GD`` (``SGD`` on minibatches) or ``SAM rho=0.1``."""
-    if cfg.optimizer == "gd":
-        return "GD" if cfg.batch_size is None else "SGD"
-    return f"{cfg.optimizer.upper()} rho={cfg.rho:g}"
+    return UpdateRule.of(cfg).label(minibatch=cfg.batch_size is not None)
 
 
 def measurements_on(result: RunResult, data: str | None = None) -> pd.DataFrame:
@@ -137,7 +136,7 @@ def summarize(result: RunResult, data: str | None = None) -> dict:
         mean_align_g=float(df["align_g"].mean()),
         mean_align_sam_g=float(df["align_sam_g"].mean()),
     )
-    if cfg.optimizer != "gd":
+    if not UpdateRule.of(cfg).is_gd:
         out["tracking_ratio"] = tracking_ratio(df)
         if df["official_lambda"].notna().any():
             out["tracking_ratio_official"] = tracking_ratio(df.dropna(subset=["official_lambda"]), "official_lambda")
