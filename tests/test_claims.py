@@ -7,6 +7,7 @@ import math
 import pytest
 from synthetic_runs import measurements, result
 
+from samedge_lib.chapters import paper_claims as pc
 from samedge_lib.reading import claims as cl
 from samedge_lib.reading.claims import RunSet, Verdict
 from samedge_lib.record.config import preset_config
@@ -23,7 +24,7 @@ def runset(runs: dict, main: float = 0.1) -> RunSet:
 
 
 def verdict(key: str, rs: RunSet) -> tuple[Verdict, float, str]:
-    return cl.claim(key).evaluate(rs)
+    return cl.claim(key, pc.CLAIMS).evaluate(rs)
 
 
 def sam_run(rho: float = 0.1, **kw):
@@ -123,7 +124,7 @@ def test_sam_flatter_at_the_last_common_step_of_runs_of_different_length():
     s = short[short["step"] == 200]["lambda_1"].iloc[0]
     g = gd.measurements.query("step == 200")["lambda_1"].iloc[0]
     assert value == pytest.approx(s / g)
-    assert v is (Verdict.HOLDS if s / g < cl.FLATTER else Verdict.FAILS)
+    assert v is (Verdict.HOLDS if s / g < pc.FLATTER else Verdict.FAILS)
 
 
 def test_sam_flatter_is_not_reached_while_sam_is_still_below_its_edge():
@@ -138,7 +139,7 @@ def test_edge_far_below():
     v, value, _ = verdict("edge_far_below", runset({0.1: sam_run(plateau=1.0)}))
     last = sam_run(plateau=1.0).measurements.iloc[-1]
     assert value == pytest.approx(last["edge"] / last["gd_edge"])
-    assert v is (Verdict.HOLDS if value < cl.FAR_BELOW else Verdict.FAILS)
+    assert v is (Verdict.HOLDS if value < pc.FAR_BELOW else Verdict.FAILS)
 
 
 # -- alignment, second eigenvalue, estimator, loss ---------------------------------------------------
@@ -181,25 +182,25 @@ def test_loss_comparison():
 def test_evaluate_gives_one_row_per_claim_and_runset():
     a = runset({0.0: gd_run(plateau=1.0), 0.1: sam_run(plateau=1.0)})
     b = RunSet("other", "other", {0.1: sam_run(plateau=0.5)}, 0.1)
-    ev = cl.evaluate([a, b])
-    assert len(ev) == 2 * len(cl.CLAIMS)
+    ev = cl.evaluate([a, b], pc.CLAIMS)
+    assert len(ev) == 2 * len(pc.CLAIMS)
     assert cl.lookup(ev, "sam_on_edge", "test").verdict is Verdict.HOLDS
     assert cl.lookup(ev, "sam_on_edge", "other").verdict is Verdict.NOT_REACHED
-    table = cl.claims_table(ev, {"test": "A", "other": "B"}, made=("sam_on_edge",))
-    row = table.set_index("claim").loc[cl.claim("sam_on_edge").statement]
+    table = cl.claims_table(ev, {"test": "A", "other": "B"}, made=("sam_on_edge",), claims=pc.CLAIMS)
+    row = table.set_index("claim").loc[cl.claim("sam_on_edge", pc.CLAIMS).statement]
     assert row["status"] == "claimed" and row["A"].startswith("holds") and row["B"].startswith("not reached yet")
 
 
 def test_assert_claims_policy():
-    good = cl.evaluate([runset({0.0: gd_run(plateau=1.0), 0.1: sam_run(plateau=1.0)})])
-    cl.assert_claims(good, ("sam_on_edge", "gd_at_edge"), "test", allow_not_reached=False)
-    bad = cl.evaluate([runset({0.0: gd_run(plateau=1.0), 0.1: sam_run(plateau=1.6)})])
+    good = cl.evaluate([runset({0.0: gd_run(plateau=1.0), 0.1: sam_run(plateau=1.0)})], pc.CLAIMS)
+    cl.assert_claims(good, ("sam_on_edge", "gd_at_edge"), "test", allow_not_reached=False, claims=pc.CLAIMS)
+    bad = cl.evaluate([runset({0.0: gd_run(plateau=1.0), 0.1: sam_run(plateau=1.6)})], pc.CLAIMS)
     with pytest.raises(cl.ClaimError, match="SAM's sharpness rises to its SAM-edge.*does not hold"):
-        cl.assert_claims(bad, ("sam_on_edge",), "test", allow_not_reached=True)
-    early = cl.evaluate([runset({0.1: sam_run(plateau=0.6)})])
-    cl.assert_claims(early, ("sam_on_edge",), "test", allow_not_reached=True)
+        cl.assert_claims(bad, ("sam_on_edge",), "test", allow_not_reached=True, claims=pc.CLAIMS)
+    early = cl.evaluate([runset({0.1: sam_run(plateau=0.6)})], pc.CLAIMS)
+    cl.assert_claims(early, ("sam_on_edge",), "test", allow_not_reached=True, claims=pc.CLAIMS)
     with pytest.raises(cl.ClaimError, match="not reached yet"):
-        cl.assert_claims(early, ("sam_on_edge",), "test", allow_not_reached=False)
+        cl.assert_claims(early, ("sam_on_edge",), "test", allow_not_reached=False, claims=pc.CLAIMS)
 
 
 def test_words():
@@ -212,4 +213,4 @@ def test_words():
 
 def test_unknown_claim_is_refused_with_the_known_ones():
     with pytest.raises(KeyError, match="sam_on_edge"):
-        cl.claim("nonsense")
+        cl.claim("nonsense", pc.CLAIMS)

@@ -15,6 +15,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from samedge_lib.chapters import paper_claims as pc  # noqa: E402
 from samedge_lib.reading import claims as cl  # noqa: E402
 from samedge_lib.record.config import SWEEP_RHOS, preset_config  # noqa: E402
 from samedge_lib.record.results import stored_runs  # noqa: E402
@@ -46,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             names = ", ".join(r.path.name for r in stored.values())
             runsets.append(cl.RunSet(f"paper scale (stored: {names})", "", stored, 0.1, data))
         print(f"\n## chapter {number} ({task})")
-        ev = cl.evaluate(runsets)
-        for c in cl.CLAIMS:
+        ev = cl.evaluate(runsets, pc.CLAIMS)
+        for c in pc.CLAIMS:
             rows = ev[ev["claim"] == c.key]
             print(f"- {c.statement}")
             for _, r in rows.iterrows():

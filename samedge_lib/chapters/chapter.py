@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
+from samedge_lib.chapters import paper_claims as pc
 from samedge_lib.reading import claims as cl
 from samedge_lib.reading import plots
 from samedge_lib.reading.notebook import PARAMETERS_METADATA_KEY, show_parameters
@@ -124,7 +125,7 @@ def results_table(results: Mapping[float, RunResult], data: str | None = None) -
         sam = not UpdateRule.of(cfg).is_gd
         tr = tracking_ratio(df) if sam else None
         off = tracking_ratio(df, "official_lambda") if sam and df["official_lambda"].notna().any() else None
-        bias = cl.official_bias(df)
+        bias = pc.official_bias(df)
         row = {
             "run": label(cfg),
             "state": res.status.get("state"),
@@ -209,7 +210,7 @@ class ExperimentChapter:
 
     def __post_init__(self) -> None:
         for key in self.made:
-            cl.claim(key)  # raises on an unknown key
+            cl.claim(key, pc.CLAIMS)  # raises on an unknown key
 
     # -- claims -------------------------------------------------------------------------------------------
     def stored(self) -> dict[float, RunResult]:
@@ -233,7 +234,7 @@ class ExperimentChapter:
         """
         from myst_nb import glue
 
-        self.evaluations = cl.evaluate(self.runsets)
+        self.evaluations = cl.evaluate(self.runsets, pc.CLAIMS)
         for _, r in self.evaluations.iterrows():
             key = f"ch{self.number}_{r['claim']}_{r['runset']}"
             e = cl.lookup(self.evaluations, r["claim"], r["runset"])
@@ -245,7 +246,7 @@ class ExperimentChapter:
     def show_claims(self) -> None:
         """The chapter's claims table: statement, criterion, claimed/reported, verdict and number per run set."""
         descriptions = {rs.name: rs.description for rs in self.runsets}
-        display(cl.claims_table(self.evaluations, descriptions, self.made).set_index("claim"))
+        display(cl.claims_table(self.evaluations, descriptions, self.made, pc.CLAIMS).set_index("claim"))
 
     def check(self) -> None:
         """Fail where a claim the chapter makes does not hold on the live runs.
@@ -256,7 +257,7 @@ class ExperimentChapter:
         """
         if self.preset == "smoke":
             return
-        cl.assert_claims(self.evaluations, self.made, LIVE, allow_not_reached=self.preset == "paper")
+        cl.assert_claims(self.evaluations, self.made, LIVE, allow_not_reached=self.preset == "paper", claims=pc.CLAIMS)
 
     # -- tables and figures ------------------------------------------------------------------------------------
     def table(self, rho: float, data: str | None = None) -> pd.DataFrame:

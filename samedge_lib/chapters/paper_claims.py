@@ -1,0 +1,320 @@
+"""The claims of the paper's three experiment chapters (MNIST, CIFAR-10, the Transformer), as data.
+
+Each :class:`~samedge_lib.reading.claims.Claim` states one finding of Long & Bartlett (2024, Section 5) -- or one the
+book adds -- with the quantity it rests on and its criterion; :data:`CLAIMS` is the catalogue that
+:class:`samedge_lib.chapters.chapter.ExperimentChapter` evaluates on the live and the stored runs
+(:func:`samedge_lib.reading.claims.evaluate`). The tolerances shared by every chapter ("on the edge",
+"GD at 2/eta") are in :mod:`samedge_lib.reading.claims`; those below are particular to these claims.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from samedge_lib.reading.claims import (
+    GD_EOS_BAND,
+    ON_EDGE_BAND,
+    Claim,
+    RunSet,
+    Verdict,
+    fmt,
+    offset_words,
+    reads_words,
+)
+from samedge_lib.record.results import tracking_ratio, tracking_window
+
+#: "Far below ``2/eta``": the SAM-edge at the last check is less than this fraction of ``2/eta``.
+FAR_BELOW = 0.5
+
+#: "Much flatter than GD": SAM's ``lambda_1`` at the last common check is less than this fraction of GD's.
+FLATTER = 0.7
+
+#: "A second eigenvalue at the edge too": the median ``lambda_2 / lambda_1`` after the transient is at least this.
+SECOND_AT_EDGE = 0.95
+
+#: "The paper's estimator agrees with the exact sharpness": median relative difference within this.
+ESTIMATOR_AGREES = 0.02
+
+#: "SAM's training loss is comparable to or lower than GD's": SAM's loss at most this multiple of GD's.
+LOSS_COMPARABLE = 1.1
+
+
+def _last_step(df: pd.DataFrame) -> int:
+    return int(df["step"].iloc[-1])
+
+
+def _common_last(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.Series, pd.Series] | None:
+    """The rows of ``a`` and ``b`` at their last common measurement step (runs of different length)."""
+    common = sorted(set(a["step"]) & set(b["step"]))
+    if not common:
+        return None
+    s = common[-1]
+    return a[a["step"] == s].iloc[-1], b[b["step"] == s].iloc[-1]
+
+
+# ------------------------------------------------------------------------------------------------
+# The claims of the experiment chapters
+# ------------------------------------------------------------------------------------------------
+def _gd_sharpening(rs: RunSet) -> tuple[Verdict, float, str]:
+    df = rs.table(0.0)
+    if df.empty:
+        return Verdict.NOT_MEASURED, math.nan, "no GD run"
+    if len(df) < 3:
+        return Verdict.NOT_REACHED, math.nan, f"only {len(df)} checks"
+    start = float(df["lambda_1"].iloc[0])
+    late = float(df["lambda_1"].iloc[-max(1, len(df) // 3) :].median())
+    value = late / start
+    detail = (
+        f"λ₁ = {fmt(start)} at step {int(df['step'].iloc[0])}, median {fmt(late)} over the last third "
+        f"(to step {_last_step(df)}): ×{value:.2f}"
+    )
+    return (Verdict.HOLDS if value > 1 else Verdict.FAILS), value, detail
+
+
+def _gd_at_edge(rs: RunSet) -> tuple[Verdict, float, str]:
+    df = rs.table(0.0)
+    if df.empty:
+        return Verdict.NOT_MEASURED, math.nan, "no GD run"
+    r = (df["lambda_1"] / df["gd_edge"]).to_numpy()
+    late = float(np.median(r[-max(1, len(r) // 3) :]))
+    lo, hi = GD_EOS_BAND
+    if np.max(r) < lo:
+        return (
+            Verdict.NOT_REACHED,
+            late,
+            f"did not reach 2/η by step {_last_step(df)} (largest ηλ₁/2 = {np.max(r):.3f})",
+        )
+    detail = f"median ηλ₁/2 = {late:.3f} over the last third (to step {_last_step(df)})"
+    return (Verdict.HOLDS if lo <= late <= hi else Verdict.FAILS), late, detail
+
+
+def _on_edge(df: pd.DataFrame, column: str = "lambda_1") -> tuple[Verdict, float, str]:
+    """B2 on one run's table: the shared rule of :func:`_sam_on_edge` and :func:`_all_radii_on_edge`."""
+    if df.empty or df[column].notna().sum() == 0:
+        return Verdict.NOT_MEASURED, math.nan, "no measurements"
+    tr = tracking_ratio(df, column)
+    if not tr["reached"]:
+        return (
+            Verdict.NOT_REACHED,
+            math.nan,
+            f"did not reach its edge by step {int(tr['last_step'])} "
+            f"(λ₁/edge = {tr['final_ratio']:.3f} at the last check)",
+        )
+    if not math.isfinite(tr["median"]):
+        return (
+            Verdict.NOT_REACHED,
+            math.nan,
+            f"reached its edge at step {int(tr['reached_step'])}; only {tr['n']} checks after it",
+        )
+    lo, hi = ON_EDGE_BAND
+    detail = (
+        f"median λ₁/edge = {tr['median']:.3f} (p10–p90 {tr['p10']:.3f}–{tr['p90']:.3f}) from step "
+        f"{int(tr['from_step'])} to {int(tr['last_step'])}, {offset_words(tr['median'])}"
+    )
+    return (Verdict.HOLDS if lo <= tr["median"] <= hi else Verdict.FAILS), tr["median"], detail
+
+
+def _sam_on_edge(rs: RunSet) -> tuple[Verdict, float, str]:
+    if rs.main_rho not in rs.runs:
+        return Verdict.NOT_MEASURED, math.nan, f"no SAM run at ρ = {rs.main_rho:g}"
+    return _on_edge(rs.table(rs.main_rho))
+
+
+def _all_radii_on_edge(rs: RunSet) -> tuple[Verdict, float, str]:
+    rhos = rs.sam_rhos
+    if len(rhos) < 2:
+        return Verdict.NOT_MEASURED, math.nan, f"{len(rhos)} SAM radius here; the claim needs several"
+    per = {rho: _on_edge(rs.table(rho)) for rho in rhos}
+    verdicts = [v for v, _, _ in per.values()]
+    if Verdict.FAILS in verdicts:
+        verdict = Verdict.FAILS
+    elif Verdict.NOT_REACHED in verdicts or Verdict.NOT_MEASURED in verdicts:
+        verdict = Verdict.NOT_REACHED
+    else:
+        verdict = Verdict.HOLDS
+    medians = [m for _, m, _ in per.values() if math.isfinite(m)]
+    worst = max((abs(math.log(m)) for m in medians), default=math.nan)
+    parts = [f"ρ = {rho:g}: {fmt(m, 3) if math.isfinite(m) else v.value}" for rho, (v, m, _) in per.items()]
+    detail = "median λ₁/edge " + "; ".join(parts)
+    return verdict, math.exp(worst) if math.isfinite(worst) else math.nan, detail
+
+
+def _edge_far_below(rs: RunSet) -> tuple[Verdict, float, str]:
+    df = rs.table(rs.main_rho)
+    if df.empty:
+        return Verdict.NOT_MEASURED, math.nan, f"no SAM run at ρ = {rs.main_rho:g}"
+    last = df.iloc[-1]
+    value = float(last["edge"] / last["gd_edge"])
+    detail = f"SAM-edge = {value:.3f} × 2/η at step {int(last['step'])}"
+    return (Verdict.HOLDS if value < FAR_BELOW else Verdict.FAILS), value, detail
+
+
+def _sam_flatter(rs: RunSet) -> tuple[Verdict, float, str]:
+    sam, gd = rs.table(rs.main_rho), rs.table(0.0)
+    if sam.empty or gd.empty:
+        return Verdict.NOT_MEASURED, math.nan, "needs a GD and a SAM run"
+    pair = _common_last(sam, gd)
+    if pair is None:
+        return Verdict.NOT_MEASURED, math.nan, "the GD and SAM runs share no check step"
+    s, g = pair
+    value = float(s["lambda_1"] / g["lambda_1"])
+    detail = f"at step {int(s['step'])} λ₁ = {fmt(s['lambda_1'])} (SAM) against {fmt(g['lambda_1'])} (GD): ×{value:.2f}"
+    if value < FLATTER:
+        return Verdict.HOLDS, value, detail
+    if not tracking_ratio(sam)["reached"]:
+        return Verdict.NOT_REACHED, value, detail + "; SAM has not reached its edge yet"
+    return Verdict.FAILS, value, detail
+
+
+def _sam_grad_aligned(rs: RunSet) -> tuple[Verdict, float, str]:
+    df = rs.table(rs.main_rho)
+    if df.empty:
+        return Verdict.NOT_MEASURED, math.nan, f"no SAM run at ρ = {rs.main_rho:g}"
+    a_sam, a_g = float(df["align_sam_g"].mean()), float(df["align_g"].mean())
+    value = a_sam / a_g if a_g > 0 else math.nan
+    detail = f"mean |cos(g_SAM, v₁)| = {a_sam:.3f} against mean |cos(g, v₁)| = {a_g:.3f} over {len(df)} checks"
+    return (Verdict.HOLDS if value >= 1 else Verdict.FAILS), value, detail
+
+
+def _second_at_edge(rs: RunSet) -> tuple[Verdict, float, str]:
+    df = rs.table(rs.main_rho)
+    if df.empty or "lambda_2" not in df:
+        return Verdict.NOT_MEASURED, math.nan, "λ₂ was not tracked (k = 1)" if not df.empty else "no SAM run"
+    win = tracking_window(df)
+    if len(win) == 0:
+        return Verdict.NOT_REACHED, math.nan, f"SAM did not reach its edge by step {_last_step(df)}"
+    value = float((win["lambda_2"] / win["lambda_1"]).median())
+    l2_edge = float((win["lambda_2"] / win["edge"]).median())
+    detail = f"median λ₂/λ₁ = {value:.3f} after the transient (λ₂/edge = {l2_edge:.3f})"
+    return (Verdict.HOLDS if value >= SECOND_AT_EDGE else Verdict.FAILS), value, detail
+
+
+def official_bias(df: pd.DataFrame) -> dict[str, float]:
+    """Relative difference official/exact - 1 at the checks where both ran: median, at the first such check, count."""
+    both = df.dropna(subset=["official_lambda"])
+    if both.empty:
+        return {"median": math.nan, "first": math.nan, "first_step": math.nan, "n": 0}
+    rel = (both["official_lambda"] / both["lambda_1"] - 1).to_numpy()
+    return {
+        "median": float(np.median(rel)),
+        "first": float(rel[0]),
+        "first_step": float(both["step"].iloc[0]),
+        "n": int(len(rel)),
+    }
+
+
+def _official_agrees(rs: RunSet) -> tuple[Verdict, float, str]:
+    df = rs.table(rs.main_rho)
+    b = official_bias(df) if not df.empty else {"n": 0}
+    if b["n"] == 0:
+        return Verdict.NOT_MEASURED, math.nan, "the paper's estimator was not run"
+    detail = (
+        f"{reads_words(b['median'])} (median over {b['n']} checks); at step {int(b['first_step'])} it "
+        f"{reads_words(b['first'])}"
+    )
+    return (Verdict.HOLDS if abs(b["median"]) <= ESTIMATOR_AGREES else Verdict.FAILS), b["median"], detail
+
+
+def _loss_comparable(rs: RunSet) -> tuple[Verdict, float, str]:
+    sam, gd = rs.table(rs.main_rho), rs.table(0.0)
+    if sam.empty or gd.empty:
+        return Verdict.NOT_MEASURED, math.nan, "needs a GD and a SAM run"
+    pair = _common_last(sam, gd)
+    if pair is None:
+        return Verdict.NOT_MEASURED, math.nan, "the GD and SAM runs share no check step"
+    s, g = pair
+    value = float(s["loss"] / g["loss"])
+    detail = f"training loss at step {int(s['step'])}: {fmt(s['loss'], 4)} (SAM) against {fmt(g['loss'], 4)} (GD)"
+    for key, name in (("test_accuracy", "test accuracy"), ("test_loss", "test loss")):
+        if key in s and key in g and math.isfinite(s[key]) and math.isfinite(g[key]):
+            detail += f"; {name} {fmt(s[key], 4)} against {fmt(g[key], 4)}"
+    return (Verdict.HOLDS if value <= LOSS_COMPARABLE else Verdict.FAILS), value, detail
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim(
+        "gd_sharpening",
+        "Under GD the sharpness rises during training (progressive sharpening).",
+        "GD's median λ₁ over the last third / λ₁ at the first check",
+        "> 1",
+        "paper, Section 1; Cohen et al. (2021)",
+        _gd_sharpening,
+    ),
+    Claim(
+        "gd_at_edge",
+        "GD's sharpness rises to 2/η and hovers there (the edge of stability).",
+        "median of ηλ₁/2 over the last third of GD's checks",
+        f"in [{GD_EOS_BAND[0]}, {GD_EOS_BAND[1]}]; not reached if ηλ₁/2 never gets to {GD_EOS_BAND[0]}",
+        "paper, Section 1; Cohen et al. (2021)",
+        _gd_at_edge,
+    ),
+    Claim(
+        "sam_on_edge",
+        "SAM's sharpness rises to its SAM-edge and stays on it.",
+        "median of λ₁/SAM-edge after the transient, at the main radius",
+        f"in [{ON_EDGE_BAND[0]}, {ON_EDGE_BAND[1]}]; not reached if λ₁ never gets to 0.9 × SAM-edge",
+        "paper, Sections 4-6",
+        _sam_on_edge,
+    ),
+    Claim(
+        "all_radii_on_edge",
+        "Every radius sits on its own edge, so all checks of all radii fall on the one curve R(α).",
+        "median of λ₁/SAM-edge after the transient, for every radius (value: the largest offset, as a factor)",
+        f"every radius in [{ON_EDGE_BAND[0]}, {ON_EDGE_BAND[1]}]",
+        "this book (the paper's claim at every radius, read through R(α) of chapter 1)",
+        _all_radii_on_edge,
+    ),
+    Claim(
+        "edge_far_below",
+        "Late in training the SAM-edge lies far below GD's 2/η.",
+        "SAM-edge / (2/η) at the last check, main radius",
+        f"< {FAR_BELOW}",
+        "paper, Section 3 (the SAM-edge shrinks with ‖g‖)",
+        _edge_far_below,
+    ),
+    Claim(
+        "sam_flatter",
+        "SAM ends in a much flatter region than GD.",
+        "λ₁ of SAM / λ₁ of GD at their last common check",
+        f"< {FLATTER}",
+        "paper, Section 1",
+        _sam_flatter,
+    ),
+    Claim(
+        "sam_grad_aligned",
+        "The SAM gradient is more aligned with the top eigenvector v₁ than the gradient.",
+        "mean |cos(g_SAM, v₁)| / mean |cos(g, v₁)| over all checks, main radius",
+        "≥ 1",
+        "this book (the quadratic picture: g_SAM ≈ g + ρHg/‖g‖ amplifies v₁)",
+        _sam_grad_aligned,
+    ),
+    Claim(
+        "second_at_edge",
+        "A second eigenvalue sits on the SAM-edge too.",
+        "median λ₂/λ₁ after the transient, main radius",
+        f"≥ {SECOND_AT_EDGE}",
+        "this book (as several eigenvalues reach 2/η at GD's edge of stability)",
+        _second_at_edge,
+    ),
+    Claim(
+        "official_agrees",
+        "The paper's estimator (finite-difference power iteration) reads the exact sharpness.",
+        "median of official/exact − 1 at the checks where both ran, main radius",
+        f"within ±{100 * ESTIMATOR_AGREES:g} %",
+        "this book (the paper's figures use that estimator)",
+        _official_agrees,
+    ),
+    Claim(
+        "loss_comparable",
+        "SAM's training loss is comparable to or lower than GD's.",
+        "training loss of SAM / of GD at their last common check",
+        f"≤ {LOSS_COMPARABLE}",
+        "reported, not claimed by the paper",
+        _loss_comparable,
+    ),
+)
+
+CLAIM_KEYS = tuple(c.key for c in CLAIMS)
