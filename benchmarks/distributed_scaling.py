@@ -207,14 +207,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import torch
 
-    from samedge_lib.record import provenance
+    from samedge_lib.engine import device as device_mod
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     cores, gpus = os.cpu_count() or 1, torch.cuda.device_count()
     modes = modes_for(device, cores, gpus, args.preset)
     repeats = args.repeats or (1 if args.preset == "smoke" else 3)
     tasks = [t for t in PRESETS[args.preset] if not args.tasks or t[0] in args.tasks]
-    tag = provenance.machine_tag(torch.device(device))
+    tag = device_mod.machine_tag(torch.device(device))
     out: dict[str, Any] = {
         "schema": SCHEMA,
         "preset": args.preset,
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "gpus": gpus,
         "rho": RHO,
         "repeats": repeats,
-        "provenance": provenance.collect(torch.device(device), torch.float32),
+        "provenance": device_mod.collect_provenance(torch.device(device), torch.float32),
         "notes": [load_note("start"), *args.note],
         "tasks": [],
     }

@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
 
     import torch
 
-    from samedge_lib.record.provenance import machine_tag
+    from samedge_lib.engine.device import machine_tag
 
     modes = ("strict", "tf32") if args.precision == "both" else (args.precision,)
     frameworks = ("torch", "jax") if args.framework == "both" else (args.framework,)

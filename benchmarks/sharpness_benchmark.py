@@ -59,13 +59,13 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from samedge_lib.chapters import benchmark_measure as bm  # noqa: E402
-from samedge_lib.chapters.benchmark_report import stored_targets, summary_lines  # noqa: E402
+from samedge_lib.chapters.benchmark_summary import stored_targets, summary_lines  # noqa: E402
 from samedge_lib.core.eigen import lanczos, official_power_iteration  # noqa: E402
+from samedge_lib.engine.device import collect_provenance, device_description, machine_tag, resolve_device  # noqa: E402
 from samedge_lib.engine.models import count_parameters  # noqa: E402
 from samedge_lib.engine.tasks import build_task  # noqa: E402
-from samedge_lib.engine.train import resolve_device, run  # noqa: E402
+from samedge_lib.engine.train import run  # noqa: E402
 from samedge_lib.record.config import RunConfig  # noqa: E402
-from samedge_lib.record.provenance import collect, device_description, machine_tag  # noqa: E402
 from samedge_lib.theory.updates import sam_step  # noqa: E402
 
 SCHEMA = "samedge-sharpness-benchmark/2"
@@ -622,7 +622,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "CPU timings on a shared machine: other processes may have been running; ratios are more robust "
             "than absolute times"
         )
-    provenance = collect(device, torch.float32)
+    provenance = collect_provenance(device, torch.float32)
     print(
         f"sharpness benchmark, preset {args.preset}, {device_description(device)}, budget {max_seconds:g} s",
         flush=True,

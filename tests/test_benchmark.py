@@ -16,8 +16,8 @@ from torch import nn
 from samedge_lib.chapters import benchmark_measure as bm
 from samedge_lib.core.eigen import lanczos
 from samedge_lib.core.hessian import dense_hessian
+from samedge_lib.engine.device import machine_tag
 from samedge_lib.engine.tasks import Batch, Task
-from samedge_lib.record.provenance import machine_tag
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "sharpness_benchmark.py"

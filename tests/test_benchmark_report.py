@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from samedge_lib.chapters import benchmark_report as br
+from samedge_lib.chapters import benchmark_summary as bs
 from samedge_lib.engine.train import RunResult
 from samedge_lib.record.config import RunConfig
 from samedge_lib.record.results import stored_runs
@@ -67,8 +68,8 @@ def test_tables_cover_every_stored_machine(stored):
 
 
 def test_headline_of_the_newest_benchmark_matches_its_sections(stored):
-    latest = br.primary_result(stored, schema=br.SCHEMAS[-1])
-    h = br.headline(latest)
+    latest = bs.primary_result(stored, schema=br.SCHEMAS[-1])
+    h = bs.headline(latest)
     mn = latest["mnist"]
     assert h["default_rel_err"] == mn["solvers"]["top1"]["lanczos"]["summary"]["max_rel_err"]["max"]
     eq = mn["equal_accuracy"]
@@ -78,7 +79,7 @@ def test_headline_of_the_newest_benchmark_matches_its_sections(stored):
     lz = frame[(frame.solver == "lanczos") & (frame.seed == 0)]
     assert lz["residual"].notna().all() and (frame[frame.solver == "official"]["residual"].isna()).all()
     with pytest.raises(LookupError):
-        br.primary_result([], schema=br.SCHEMAS[-1])
+        bs.primary_result([], schema=br.SCHEMAS[-1])
 
 
 def test_points_and_solver_tables_have_one_row_per_model(stored):
@@ -184,13 +185,13 @@ def _synthetic_result() -> dict:
 
 def test_headline_is_computed_from_the_measurements():
     result = _synthetic_result()
-    h = br.headline(result)
+    h = bs.headline(result)
     assert h["own_rule_grad_eval_ratio"] == pytest.approx(8.0) and h["default_reaches_target"] is True
     assert h["warm_percent_top1_track_eta"] == pytest.approx(25.0) and h["warm_eta_track_eta"] == 0.01
-    t = br.stored_targets(result)
+    t = bs.stored_targets(result)
     assert t["grad_eval_ratio_official_over_default"] == pytest.approx(8.0)
     assert t["warm_percent_of_cold_top1_track_eta"] == pytest.approx(25.0)
-    lines = "\n".join(br.summary_lines(result))
+    lines = "\n".join(bs.summary_lines(result))
     assert "default reaches rel. error <= 0.001" in lines and "8.0 times fewer" in lines
     assert "warm start after 100 steps at eta 0.01: 25% of a cold start's HVPs (top1)" in lines
 
@@ -198,8 +199,8 @@ def test_headline_is_computed_from_the_measurements():
 def test_target_line_says_when_the_default_misses():
     result = _synthetic_result()
     result["mnist"]["solvers"]["top1"]["lanczos"]["summary"]["max_rel_err"]["max"] = 5e-3
-    assert br.headline(result)["default_reaches_target"] is False
-    assert "does NOT reach" in "\n".join(br.summary_lines(result))
+    assert bs.headline(result)["default_reaches_target"] is False
+    assert "does NOT reach" in "\n".join(bs.summary_lines(result))
 
 
 def test_stored_files_targets_and_summary_are_what_headline_computes(stored):
@@ -209,8 +210,8 @@ def test_stored_files_targets_and_summary_are_what_headline_computes(stored):
     current = [r for r in stored if r["schema"] == br.SCHEMAS[-1]]
     assert current
     for r in current:
-        assert br.stored_targets(r) == r["targets"], r["machine_tag"]
-        assert br.summary_lines(r) == r["summary_lines"], r["machine_tag"]
+        assert bs.stored_targets(r) == r["targets"], r["machine_tag"]
+        assert bs.summary_lines(r) == r["summary_lines"], r["machine_tag"]
 
 
 def _scaling(tag: str, device: str, rates: list[float]) -> dict:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from samedge_lib import sweeps as sweeps_command
 from samedge_lib.chapters import experiments as ex
 from samedge_lib.engine import cli as run_cli
 from samedge_lib.engine import sweeps
@@ -135,7 +136,7 @@ def test_an_index_outside_the_sweep_is_one_line(tmp_path, capsys):
 @pytest.mark.parametrize("preset", ["smoke", "cpu"])
 def test_the_chapters_sweeps_are_the_same_expansion(tmp_path, capsys, preset):
     """``sweeps book`` writes a chapter's sweep; expanding that file gives the chapter's runs, band included."""
-    assert sweeps.main(["book", "mnist", "--preset", preset]) == 0
+    assert sweeps_command.main(["book", "mnist", "--preset", preset]) == 0
     path = _write(tmp_path, capsys.readouterr().out)
     chapter = ex.Sweep.from_parameters("mnist", preset)
     band = [c for cfgs in chapter.band.values() for c in cfgs]

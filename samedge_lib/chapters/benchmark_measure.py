@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from samedge_lib.chapters.benchmark_report import TARGET_REL_ERR
 from samedge_lib.core.eigen import (
     EigResult,
     eigsh_reference,
@@ -41,9 +42,6 @@ from samedge_lib.engine.tasks import Batch, GradFn, Task
 DEFAULT_TOL = 1e-3
 #: Tolerance of the float64 reference.
 REFERENCE_TOL = 1e-10
-#: The accuracy the equal-accuracy comparison and the summary's target line are about.
-TARGET_REL_ERR = 1e-3
-
 #: The solvers compared with their own stopping rules: name -> (HVP method, ``run(op, k, generator, v0)``).
 SOLVERS: dict[str, tuple[str, Callable[..., EigResult]]] = {
     "lanczos": ("exact", lambda op, k, gen, v0: lanczos(op, k=k, v0=v0, tol=DEFAULT_TOL, generator=gen)),

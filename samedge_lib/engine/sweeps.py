@@ -44,7 +44,7 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -263,9 +263,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        from samedge_lib.engine.cli import _is_rank0
+        from samedge_lib.engine.distributed import env_rank
 
-        self.exit(2, f"{PROG}: invalid arguments: {message} (see --help)\n" if _is_rank0() else None)
+        self.exit(2, f"{PROG}: invalid arguments: {message} (see --help)\n" if env_rank() == 0 else None)
 
 
 def _parser() -> _Parser:
@@ -297,8 +297,16 @@ def _root_args(args: argparse.Namespace) -> list[str]:
     return ["--root", args.root] if getattr(args, "root", None) else []
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m samedge_lib.sweeps``; returns the exit code (the run's, for ``run``)."""
+#: ``chapter_sweeps(task, preset)``: a book chapter's sweep, for the ``book`` subcommand. The chapters sit above the
+#: engine, so the engine does not import them: the command's entry module (``samedge_lib.sweeps``) passes this in.
+ChapterSweeps = Callable[[str, str], Sequence[SweepSpec]]
+
+
+def main(argv: list[str] | None = None, chapter_sweeps: ChapterSweeps | None = None) -> int:
+    """Entry point of ``python -m samedge_lib.sweeps``; returns the exit code (the run's, for ``run``).
+
+    ``chapter_sweeps`` answers ``book TASK --preset P`` (see :data:`ChapterSweeps`); without it ``book`` is refused.
+    """
     from samedge_lib.engine import cli as run_cli
 
     args, extra = _parser().parse_known_args(argv)
@@ -306,12 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"unknown arguments {extra} for {args.what}")
     try:
         if args.what == "book":
-            from samedge_lib.chapters.experiments import Sweep
-
-            sweep = Sweep.from_parameters(args.task, args.preset)
-            text = yaml.safe_dump(
-                {"sweeps": [s.to_dict() for s in sweep.specs()]}, sort_keys=False, default_flow_style=None
-            )
+            if chapter_sweeps is None:
+                return _fail("the book subcommand writes a chapter's sweep: run it as python -m samedge_lib.sweeps")
+            specs = chapter_sweeps(args.task, args.preset)
+            text = yaml.safe_dump({"sweeps": [s.to_dict() for s in specs]}, sort_keys=False, default_flow_style=None)
             print(
                 f"# The sweeps of the {args.task} chapter at the {args.preset} preset "
                 "(samedge_lib.chapters.experiments.Sweep)"
@@ -352,19 +358,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fail(message: str) -> int:
-    from samedge_lib.engine.cli import _is_rank0, one_line
+    from samedge_lib.engine.cli import one_line
+    from samedge_lib.engine.distributed import env_rank
 
-    if _is_rank0():
+    if env_rank() == 0:
         print(f"{PROG}: invalid sweep: {one_line(message)}", file=sys.stderr, flush=True)
     return 2
 
 
-def entry() -> None:
+def entry(chapter_sweeps: ChapterSweeps | None = None) -> None:
     """``python -m samedge_lib.sweeps``: :func:`main`, a closed pipe as success, then leave the process group."""
     from samedge_lib.engine import distributed
 
     try:
-        code = main()
+        code = main(chapter_sweeps=chapter_sweeps)
         sys.stdout.flush()
     except BrokenPipeError:  # the reader stopped reading (`| head`): not an error of the sweep
         # Python's recipe: https://docs.python.org/3/library/signal.html#note-on-sigpipe

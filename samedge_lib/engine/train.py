@@ -52,9 +52,9 @@ from tqdm import tqdm
 
 from samedge_lib.core import stochastic as st
 from samedge_lib.core.eigen import lanczos, official_power_iteration
-from samedge_lib.engine import distributed
+from samedge_lib.engine import checkpoint, distributed
+from samedge_lib.engine.device import DeviceError, collect_provenance, resolve_device
 from samedge_lib.engine.tasks import Batch, Task, build_task
-from samedge_lib.record import provenance
 from samedge_lib.record import runfolder as rf
 from samedge_lib.record.config import ConfigError, RunConfig
 from samedge_lib.record.runfolder import RunResult, load_run, runs_root
@@ -97,32 +97,6 @@ class RunDivergedError(RuntimeError):
 
 class RunInterruptedError(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM in the command line) stopped a run; the last boundary was committed first."""
-
-
-class DeviceError(RuntimeError):
-    """The device asked for is not available, or the run did not fit into its memory."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is a :class:`DeviceError`.
-
-    Under ``torchrun`` a CUDA run takes the GPU of its local rank (``cuda:LOCAL_RANK``).
-    """
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("device='cuda' was asked for but torch sees no CUDA GPU; use --device cpu or auto")
-    if name == "cuda" and distributed.launched():
-        index = distributed.local_rank()
-        if index >= torch.cuda.device_count():
-            err = DeviceError(
-                f"local rank {index} needs GPU {index}, but torch sees {torch.cuda.device_count()}; start at most "
-                f"that many processes per node (torchrun --nproc-per-node)"
-            )
-            err.local = True  # type: ignore[attr-defined]  # this node's alone: its rank prints it (samedge_lib.engine.cli)
-            raise err
-        return torch.device("cuda", index)
-    return torch.device(name)
 
 
 def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -207,7 +181,7 @@ class _Runner:
         self.last_commit_cost = 0.0
         self.last_commit_end = time.perf_counter()
         self.last_commit_at: tuple[int, bool] | None = None
-        self.base_provenance = provenance.collect(self.device, self.dtype)
+        self.base_provenance = collect_provenance(self.device, self.dtype)
         if comm.distributed:
             self.base_provenance["distributed"] = comm.describe()
         self.mark_boundary()
@@ -528,7 +502,7 @@ class _Runner:
         status = {"state": state, **{k: v for k, v in extra.items() if v is not None}}
         if self.comm.is_writer:  # the other ranks of a torchrun run never touch the folder
             with rf.signals_deferred():  # an interrupt lands between commits, never inside torch.save
-                rf.save_checkpoint(self.path, self._record(status))
+                checkpoint.save_checkpoint(self.path, self._record(status))
                 rf.fault_point("checkpoint:done")
                 self.write_derived(status)
         self.last_commit_cost = time.perf_counter() - t0
@@ -592,7 +566,7 @@ class _Runner:
 
         Rank 0 reads it and sends it to the other ranks of a torchrun run.
         """
-        state = self.comm.on_writer(lambda: rf.load_checkpoint(self.path))
+        state = self.comm.on_writer(lambda: checkpoint.load_checkpoint(self.path))
         if state is None:
             return False
         ckpt = self.path / rf.CHECKPOINT

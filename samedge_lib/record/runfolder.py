@@ -35,7 +35,6 @@ import fcntl
 import json
 import math
 import os
-import pickle
 import signal
 import tempfile
 import threading
@@ -45,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from samedge_lib.record.config import ConfigError, RunConfig
 from samedge_lib.record.provenance import REPO_ROOT
@@ -418,41 +416,12 @@ def status_record(
 # ----------------------------------------------------------------------------------------------------
 
 
-def save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
-    """Write the commit record ``checkpoint.pt`` atomically and durably (``torch.save`` format)."""
-    atomic_write(Path(folder) / CHECKPOINT, lambda f: torch.save(state, f))
-
-
 def checkpoint_refused(path: Path, why: str) -> RunFolderError:
     """The error for a checkpoint that cannot be used: what is wrong and how to go on."""
     return RunFolderError(
         f"{path} cannot be used: {why}. It is torn, from another version or configuration, or was not written by "
         f"samedge_lib; {FORCE_HINT} (or delete the file)"
     )
-
-
-def load_checkpoint(folder: Path) -> dict[str, Any] | None:
-    """The folder's commit record, or ``None`` when there is none.
-
-    Loaded with ``weights_only=True``: a file asking the unpickler for anything but tensors and plain data is
-    refused before any of it runs. A torn or foreign file raises :class:`RunFolderError` saying how to go on.
-    """
-    path = Path(folder) / CHECKPOINT
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        lines = str(err).splitlines()
-        detail = next((ln.strip().rstrip(".") for ln in lines if "unsupported" in ln.lower()), "not plain data")
-        why = f"it asks the unpickler for code ({detail}), which was refused, not run"
-        raise checkpoint_refused(path, why) from None
-    except Exception as err:  # torn zip archives raise RuntimeError, EOFError, ... depending on where they end
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise checkpoint_refused(path, f"it cannot be read ({type(err).__name__}: {first})") from None
-    if not isinstance(state, dict):
-        raise checkpoint_refused(path, f"it holds a {type(state).__name__}, not a checkpoint record")
-    return state
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,0 +1,248 @@
+"""The sharpness benchmark's headline numbers and its text summary, computed from one stored result file.
+
+:func:`headline` is the one function the appendix and the benchmark script take their headline numbers from;
+:func:`summary_lines` is the summary the script prints and the file stores. The tables are
+:mod:`samedge_lib.chapters.benchmark_report`'s.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from samedge_lib.chapters.benchmark_report import TARGET_REL_ERR, fmt, signed_errors
+
+
+def primary_result(results: Sequence[dict[str, Any]], schema: str | None = None) -> dict[str, Any]:
+    """The benchmark the headline numbers come from: the first (paper-scale first) with a solver section,
+    restricted to ``schema`` when given; raises ``LookupError`` when none qualifies.
+    """
+    for r in results:
+        if "top1" in r.get("mnist", {}).get("solvers", {}) and (schema is None or r["schema"] == schema):
+            return r
+    raise LookupError(f"no stored benchmark with a top-1 solver section{f' and schema {schema}' if schema else ''}")
+
+
+def headline(result: dict[str, Any]) -> dict[str, float | bool]:
+    """The headline numbers of one benchmark, computed from its sections (a key is absent when not measured).
+
+    This is the one place they are computed: the appendix glues them, the benchmark prints them
+    (:func:`summary_lines`) and stores them under the file's own names (:func:`stored_targets`).
+    """
+    out: dict[str, float | bool] = {}
+    mn = result.get("mnist", {})
+    top1 = mn.get("solvers", {}).get("top1", {})
+    ref = mn.get("reference", {}).get("eigenvalues")
+    if "lanczos" in top1 and "official" in top1:
+        lz, off = top1["lanczos"]["summary"], top1["official"]["summary"]
+        out |= {
+            "default_rel_err": lz["max_rel_err"]["max"],
+            "default_reaches_target": lz["max_rel_err"]["max"] <= TARGET_REL_ERR,
+            "default_hvps": lz["n_matvec"]["median"],
+            "official_rel_err": off["max_rel_err"]["median"],
+            "official_rel_err_max": off["max_rel_err"]["max"],
+            "official_hvps": off["n_matvec"]["median"],
+            "own_rule_grad_eval_ratio": off["n_grad_evals"]["median"] / lz["n_grad_evals"]["median"],
+            "own_rule_wall_ratio": off["wall_s"]["median"] / lz["wall_s"]["median"],
+        }
+        if ref and top1["official"]["runs"]:
+            out["official_signed_err"] = statistics.median(signed_errors(top1["official"]["runs"], ref))
+    for solver in ("pyhessian", "eigsh"):
+        if solver in top1:
+            out[f"{solver}_rel_err"] = top1[solver]["summary"]["max_rel_err"]["median"]
+            out[f"{solver}_hvps"] = top1[solver]["summary"]["n_matvec"]["median"]
+    ht = mn.get("hvp_timing", {}).get("methods", {})
+    if ht:
+        out["exact_ratio"] = ht["exact"]["ratio_to_gradient"]
+        out["fd_ratio"] = ht["finite_difference"]["ratio_to_gradient"]
+    pb = mn.get("product_bias")
+    if pb:
+        out["fd_product_bias_max"] = max(abs(x["rayleigh_rel"]) for x in pb["finite_difference"])
+        out["exact_product_bias_max"] = max(abs(x["rayleigh_rel"]) for x in pb["exact"])
+    eq = mn.get("equal_accuracy")
+    if eq:
+        out |= {
+            "equal_accuracy_grad_eval_ratio": eq["grad_eval_ratio"],
+            "equal_accuracy_time_ratio": eq["time_ratio"],
+            "equal_accuracy_lower_bound": eq["lower_bound"],
+            "equal_accuracy_meets_3x": eq["grad_eval_ratio"] >= 3,
+            "official_grad_evals_to_target": eq["official_grad_evals_to_target"],
+            "default_grad_evals_certified": eq["default_grad_evals"],
+        }
+    for name in ("cnn", "transformer"):
+        eq_m = (result.get(name) or {}).get("equal_accuracy")
+        if eq_m:
+            out[f"{name}_equal_accuracy_grad_eval_ratio"] = eq_m["grad_eval_ratio"]
+            out[f"{name}_equal_accuracy_lower_bound"] = eq_m["lower_bound"]
+    sv = mn.get("traces", {}).get("solvers", {})
+    for name in ("lanczos", "official_exact_hvp", "pyhessian"):
+        reached = [r["products_to_target"] for r in sv.get(name, {}).get("runs", [])]
+        if reached and all(x is not None for x in reached):
+            out[f"{name}_products_to_target"] = statistics.median(reached)
+    for case, ws in mn.get("warm_start", {}).get("cases", {}).items():
+        for key in ("top1", "top5"):
+            if key in ws:
+                out[f"warm_percent_{key}_{case}"] = 100 * ws[key]["warm_over_cold_matvec"]
+        if "eta" in ws:
+            out[f"warm_eta_{case}"] = ws["eta"]
+    ov = mn.get("overhead", {})
+    for name in ("lanczos", "lanczos_warm", "official"):
+        if name in ov:
+            out[f"overhead_pct_{name}"] = 100 * ov[name]["share_of_wall_time"]
+    st = mn.get("memory", {})
+    if st.get("saved_check_over_gradient") is not None:
+        out["saved_mem_ratio"] = st["saved_check_over_gradient"]
+    return out
+
+
+#: The ``targets`` block of a stored file: its name of each headline number -> the :func:`headline` key.
+#: (``{key}``: top1 or top5; ``{case}``: a warm-start case; ``{name}``: an overhead check or a model.)
+STORED_TARGET_NAMES: dict[str, str] = {
+    "default_max_rel_err": "default_rel_err",
+    "default_reaches_target": "default_reaches_target",
+    "official_median_rel_err": "official_rel_err",
+    "grad_eval_ratio_official_over_default": "own_rule_grad_eval_ratio",
+    "wall_ratio_official_over_default": "own_rule_wall_ratio",
+    "equal_accuracy_grad_eval_ratio": "equal_accuracy_grad_eval_ratio",
+    "equal_accuracy_time_ratio": "equal_accuracy_time_ratio",
+    "equal_accuracy_lower_bound": "equal_accuracy_lower_bound",
+    "equal_accuracy_meets_3x": "equal_accuracy_meets_3x",
+    "{name}_equal_accuracy_grad_eval_ratio": "{name}_equal_accuracy_grad_eval_ratio",
+    "{name}_equal_accuracy_lower_bound": "{name}_equal_accuracy_lower_bound",
+    "warm_percent_of_cold_{key}_{case}": "warm_percent_{key}_{case}",
+    "overhead_percent_{name}": "overhead_pct_{name}",
+}
+
+
+def stored_targets(result: dict[str, Any]) -> dict[str, float | bool]:
+    """:func:`headline` under the names a benchmark file stores in its ``targets`` block (schema 2)."""
+    h = headline(result)
+    fields = {
+        "name": ("cnn", "transformer", "lanczos", "lanczos_warm", "official"),
+        "key": ("top1", "top5"),
+        "case": tuple(result.get("mnist", {}).get("warm_start", {}).get("cases", {})),
+    }
+    out: dict[str, float | bool] = {}
+    for stored, ours in STORED_TARGET_NAMES.items():
+        names = [n for n in fields if "{" + n + "}" in stored]
+        combos: list[dict[str, str]] = [{}]
+        for n in names:
+            combos = [c | {n: v} for c in combos for v in fields[n]]
+        for c in combos:
+            if ours.format(**c) in h:
+                out[stored.format(**c)] = h[ours.format(**c)]
+    return out
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """The human summary of one benchmark (printed by the benchmark and stored in its file)."""
+    lines: list[str] = []
+    mn = result.get("mnist", {})
+    if "hvp_timing" in mn:
+        ht = mn["hvp_timing"]
+        lines.append(f"gradient: {1e3 * ht['gradient']['median_s']:.1f} ms (median); HVP time / gradient time:")
+        for m, d in ht["methods"].items():
+            extra = f"  (+ graph build {d['graph_build_ratio']:.2f}x once per point)" if d["graph_build_ratio"] else ""
+            lines.append(f"  {m:22s} {d['ratio_to_gradient']:5.2f}x{extra}")
+    if "reference" in mn:
+        ref = mn["reference"]["eigenvalues"]
+        lines.append("float64 reference top-5: " + ", ".join(f"{v:.6g}" for v in ref))
+    pb = mn.get("product_bias")
+    if pb:
+        fd = ", ".join(f"{r['rayleigh_rel']:+.1e}" for r in pb["finite_difference"])
+        ex = max(abs(r["rayleigh_rel"]) for r in pb["exact"])
+        lines.append(f"one product at reference eigenvectors u_1..u_5, (u.Hu - lambda)/lambda: finite difference {fd};")
+        lines.append(f"  exact HVP (float32) at most {ex:.1e}")
+    for key in ("top1", "top5"):
+        blk = mn.get("solvers", {}).get(key)
+        if not blk:
+            continue
+        lines.append(f"{key}: solver               HVPs      grad-evals  wall [s]  max rel. error (median [min, max])")
+        for solver, d in blk.items():
+            s, e = d["summary"], d["summary"]["max_rel_err"]
+            lines.append(
+                f"  {solver:20s} {s['n_matvec']['median']:6.0f} {s['n_grad_evals']['median']:12.0f} "
+                f"{s['wall_s']['median']:9.3f}  {e['median']:.2e} [{e['min']:.2e}, {e['max']:.2e}]"
+            )
+        if blk.get("lanczos"):
+            cert = max(max(r["true_residuals"]) for r in blk["lanczos"]["runs"])
+            lines.append(f"  default certificate: max true relative residual {cert:.1e} (bounds the rel. error)")
+    eq = mn.get("equal_accuracy")
+    if eq:
+        bound = ">=" if eq["lower_bound"] else "="
+        lines.append(
+            f"to stay within rel. error {TARGET_REL_ERR:g}: official needs {bound} "
+            f"{eq['official_grad_evals_to_target']:.0f} gradient evaluations (oracle stop), the default "
+            f"{eq['default_grad_evals']:.0f} (certified stop): ratio {bound} {eq['grad_eval_ratio']:.1f}"
+            f" (time ratio {bound} {eq['time_ratio']:.1f})"
+        )
+        lines.append(
+            f"  the official rule itself stops after {eq['official_default_stop_grad_evals']:.0f} gradient"
+            f" evaluations at rel. error {eq['official_default_stop_rel_err']:.1e}"
+        )
+    lines += _mnist_tracking_lines(mn)
+    for name in ("cnn", "transformer"):
+        sub = result.get(name)
+        if not sub:
+            continue
+        ratios = ", ".join(f"{m} {d['ratio_to_gradient']:.2f}x" for m, d in sub["hvp_timing"]["methods"].items())
+        lines.append(f"{name}: gradient {1e3 * sub['hvp_timing']['gradient']['median_s']:.1f} ms; {ratios}")
+        top1 = sub.get("solvers", {}).get("top1", {})
+        if "reference" in sub and top1:
+            cells = ", ".join(
+                f"{solver} {d['summary']['n_grad_evals']['median']:.0f} grad-evals "
+                f"(rel. err {d['summary']['max_rel_err']['median']:.1e})"
+                for solver, d in top1.items()
+            )
+            lines.append(f"  lambda_1 {sub['reference']['eigenvalues'][0]:.6g}; {cells}")
+        eq = sub.get("equal_accuracy")
+        if eq:
+            bound = ">=" if eq["lower_bound"] else "="
+            lines.append(
+                f"  to stay within {TARGET_REL_ERR:g}: official {bound} {eq['official_grad_evals_to_target']:.0f}, "
+                f"default {eq['default_grad_evals']:.0f} gradient evaluations "
+                f"(ratio {bound} {eq['grad_eval_ratio']:.1f})"
+            )
+    h = headline(result)
+    if "own_rule_grad_eval_ratio" in h:
+        verb = "reaches" if h["default_reaches_target"] else "does NOT reach"
+        lines.append(
+            f"default {verb} rel. error <= {TARGET_REL_ERR:g} (worst seed {h['default_rel_err']:.1e}) "
+            f"with {h['own_rule_grad_eval_ratio']:.1f} times fewer gradient evaluations than official "
+            f"(whose median rel. error is {h['official_rel_err']:.1e})"
+        )
+    for warm in mn.get("warm_start", {}).get("cases", {}).values():
+        for key in ("top1", "top5"):
+            if key in warm:
+                lines.append(
+                    f"warm start after {warm['steps_between']} steps at eta {warm['eta']:g}: "
+                    f"{100 * warm[key]['warm_over_cold_matvec']:.0f}% of a cold start's HVPs ({key})"
+                )
+    return lines
+
+
+def _mnist_tracking_lines(mn: dict[str, Any]) -> list[str]:
+    """Overhead, memory and TF32 lines of the summary."""
+    lines = []
+    ov = mn.get("overhead", {})
+    for name, label in (("lanczos", "default, cold"), ("lanczos_warm", "default, warm"), ("official", "official")):
+        if name in ov:
+            lines.append(
+                f"overhead of a check every {ov['check_every']} SAM steps ({label}): "
+                f"{100 * ov[name]['share_of_wall_time']:.2f}% of wall time"
+            )
+    mem = mn.get("memory")
+    if mem:
+        lines.append(
+            f"peak memory: gradient {fmt(mem['gradient_mib'], '.0f')} MiB, exact-HVP check "
+            f"{fmt(mem['check_mib'], '.0f')} MiB, official check {fmt(mem['official_check_mib'], '.0f')} MiB"
+        )
+    tf = mn.get("tf32")
+    if tf:
+        lines.append(
+            f"SAM steps/s: strict fp32 {tf['strict_fp32']['sam_steps_per_s']:.1f}, "
+            f"TF32 {tf['tf32']['sam_steps_per_s']:.1f}; "
+            f"lambda_1 TF32 vs strict: rel. diff {tf['lambda1_rel_diff_tf32_vs_strict']:.1e}"
+        )
+    return lines
