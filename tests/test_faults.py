@@ -29,8 +29,8 @@ import pytest
 import torch
 
 from samedge_lib.engine import cli as cli
+from samedge_lib.engine import commits, train
 from samedge_lib.engine import data as data_mod
-from samedge_lib.engine import train
 from samedge_lib.record import runfolder as rf
 from samedge_lib.record.config import ConfigError, RunConfig, preset_config
 
@@ -193,7 +193,7 @@ def test_a_chain_of_kills_resumes_to_the_uninterrupted_run(tmp_path, cached_mnis
 
 def test_default_time_cadence_lets_a_killed_run_resume(tmp_path, cached_mnist, monkeypatch):
     """No step cadence, only the time cadence (here shortened so that every boundary is due): a kill resumes."""
-    monkeypatch.setattr(train, "COST_FACTOR", 0.0)  # else a commit waits 50x its cost, longer than this tiny run
+    monkeypatch.setattr(commits, "COST_FACTOR", 0.0)  # else a commit waits 50x its cost, longer than this tiny run
     cfg = _cfg(checkpoint_every=0, checkpoint_seconds=1e-9)
     ref, names = _counting_run(cfg, tmp_path / "ref")
     kill_at = [i for i, name in enumerate(names) if name == "updated"][3]  # inside the update of step 3
@@ -333,7 +333,7 @@ def test_planted_checkpoint_code_is_never_run(tmp_path, cached_mnist, capsys):
     cfg = _cfg()
     part = train.run(cfg, root=tmp_path, progress=False, stop_after=2)
     marker = tmp_path / "payload-ran"
-    torch.save({"format": train.CHECKPOINT_FORMAT, "x": _Payload(marker)}, part.path / rf.CHECKPOINT)
+    torch.save({"format": commits.CHECKPOINT_FORMAT, "x": _Payload(marker)}, part.path / rf.CHECKPOINT)
     code, _, err = _cli(_cli_args(tmp_path), capsys)
     line = _one_line(err)
     assert code == cli.EXIT_FOLDER and "refused, not run" in line and "--force" in line

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from samedge_lib.engine import train
+from samedge_lib.engine import commits, train
 from samedge_lib.record.config import RunConfig, preset_config
 
 
@@ -55,7 +55,7 @@ def commit_cost(cfg: RunConfig, repeats: int) -> dict:
         size = (Path(tmp) / "checkpoint.pt").stat().st_size
         n_params = sum(p.numel() for p in runner.params)
     cost = statistics.median(times)
-    interval = max(cfg.checkpoint_seconds, train.COST_FACTOR * cost)
+    interval = max(cfg.checkpoint_seconds, commits.COST_FACTOR * cost)
     return {
         "params": n_params,
         "cost_s": cost,

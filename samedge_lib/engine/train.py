@@ -39,10 +39,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,16 +49,16 @@ import torch
 from tqdm import tqdm
 
 from samedge_lib.core import stochastic as st
-from samedge_lib.core.eigen import lanczos, official_power_iteration
-from samedge_lib.engine import checkpoint, distributed
+from samedge_lib.engine import distributed
+from samedge_lib.engine.commits import Committing
 from samedge_lib.engine.device import DeviceError, collect_provenance, resolve_device
+from samedge_lib.engine.measure import Measuring
 from samedge_lib.engine.tasks import Batch, Task, build_task
 from samedge_lib.record import runfolder as rf
 from samedge_lib.record.config import ConfigError, RunConfig
 from samedge_lib.record.runfolder import RunResult, load_run, runs_root
-from samedge_lib.theory.edges import alpha, gd_edge
 from samedge_lib.theory.rules import UpdateRule
-from samedge_lib.theory.updates import StepInfo, global_norm
+from samedge_lib.theory.updates import StepInfo
 
 __all__ = [
     "DeviceError",
@@ -73,23 +71,6 @@ __all__ = [
     "runs_root",
 ]
 
-#: Version tag of the checkpoint record; a checkpoint with another tag is refused.
-CHECKPOINT_FORMAT = "samedge-run-checkpoint/2"
-
-#: Commits are at least this many times their own duration apart, so they cost under 1/COST_FACTOR of the run.
-COST_FACTOR = 50.0
-
-#: The gradient-noise columns (``noise_every``): set in the full-batch row of a check, NaN elsewhere.
-_NOISE_COLUMNS = (
-    "trace_sigma",
-    "noise_sq",
-    "expected_sq_grad_norm",
-    "mc_sq_grad_norm",
-    "mc_sq_grad_norm_se",
-    "trace_h",
-    "trace_h_se",
-)
-
 
 class RunDivergedError(RuntimeError):
     """Raised by :func:`run` with ``raise_on_divergence=True`` when the loss becomes NaN/inf or too large."""
@@ -97,16 +78,6 @@ class RunDivergedError(RuntimeError):
 
 class RunInterruptedError(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM in the command line) stopped a run; the last boundary was committed first."""
-
-
-def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([t.reshape(-1) for t in tensors])
-
-
-def _abs_cos(u: torch.Tensor, v: torch.Tensor) -> float:
-    u64, v64 = u.double(), v.double()
-    den = float(u64.norm() * v64.norm())
-    return float(abs(u64 @ v64)) / den if den > 0 else math.nan
 
 
 def _first_line(err: BaseException) -> str:
@@ -130,8 +101,12 @@ class _Boundary:
     measure_seconds: float
 
 
-class _Runner:
-    """State of one run in progress; everything needed to continue is in its boundary and the rows."""
+class _Runner(Measuring, Committing):
+    """State of one run in progress; everything needed to continue is in its boundary and the rows.
+
+    The checks at measurement steps are :class:`~samedge_lib.engine.measure.Measuring`'s, the commits and the
+    resume :class:`~samedge_lib.engine.commits.Committing`'s; this class holds the state, the update and the loop.
+    """
 
     def __init__(
         self,
@@ -280,55 +255,6 @@ class _Runner:
             new, _, info = self.rule.step(params, None, grad_fn, step)
         return [p.detach() for p in new], info
 
-    def micro(self, batch: Batch, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """m-SAM's micro-batches of ``batch`` at ``step`` (a fresh partition every step, seeded by seed and step)."""
-        order = st.msam_permutation(batch.size, self.cfg.seed, step)
-        return st.micro_batches(batch.x, batch.y, self.cfg.micro_batch, order)
-
-    def lookahead(self, step: int) -> dict[str, Any]:
-        """The next two updates from the current parameters (the run takes exactly these unless they lie past its last
-        step): the oscillation cosine ``cos(w_{t+1} - w_t, w_{t+2} - w_{t+1})`` and the two-step drift residual of
-        :func:`samedge_lib.core.stochastic.drift_residual`.
-        """
-        w1, info1 = self.step_from(self.params, step)
-        w2, info2 = self.step_from(w1, step + 1)
-        d1 = _flat([b - a for a, b in zip(self.params, w1, strict=True)])
-        d2 = _flat([b - a for a, b in zip(w1, w2, strict=True)])
-        residual = st.drift_residual(self.params, w2, info1.grad, info2.grad, self.cfg.eta)
-        return {"osc_cos": st.cosine(d1, d2), "residual": residual}
-
-    def noise(self, step: int) -> dict[str, float]:
-        """Gradient noise on the whole training set at the current parameters (the ``noise_every`` columns)."""
-        cfg, task = self.cfg, self.task
-        full = task.fixed_batch if task.fixed_batch is not None else task.batch_at(step)
-        n = full.size
-        b = min(cfg.batch_size or n, n)
-        gen = torch.Generator().manual_seed((2 << 40) + cfg.seed * 1_000_003 + step)  # not the solvers' generator
-        op = task.operator(self.params, full, cfg.hvp)
-        _, g = op.gradient()
-        g_norm = float(g.double().norm())
-        tr_sigma = st.gradient_noise_trace(task.data_loss, self.params, full.x, full.y, mean_grad=g)
-        out = {
-            "trace_sigma": tr_sigma,
-            "noise_sq": st.sampling_factor(n, b) * tr_sigma,
-            "expected_sq_grad_norm": st.expected_sq_grad_norm(g_norm, tr_sigma, n, b),
-            "mc_sq_grad_norm": math.nan,
-            "mc_sq_grad_norm_se": math.nan,
-        }
-        if b < n:
-            grad_fn = self.grad_fn_for
-
-            def sq_norm(idx: torch.Tensor) -> float:
-                idx = idx.to(full.x.device)
-                _, gb = grad_fn(Batch(full.x[idx], full.y[idx], full.label, "minibatch"))(self.params)
-                return float(global_norm(gb).double()) ** 2
-
-            sq = st.random_batch_sq_grad_norms(sq_norm, n, b, cfg.noise_batches, gen)
-            se = float(sq.std(unbiased=True)) / math.sqrt(len(sq)) if len(sq) > 1 else math.nan
-            out.update(mc_sq_grad_norm=float(sq.mean()), mc_sq_grad_norm_se=se)
-        out["trace_h"], out["trace_h_se"] = st.hutchinson_trace(op, cfg.hutchinson_probes, gen)
-        return out
-
     def edge_of(self, grad_norm: float, step: int) -> float:
         """The edge of the update of ``step`` (:meth:`samedge_lib.theory.rules.UpdateRule.edge`)."""
         return self.rule.edge(grad_norm, step)
@@ -336,332 +262,6 @@ class _Runner:
     def collapse_of(self, lam1: float, grad_norm: float, step: int) -> float:
         """``Lambda``, 1 on the edge of ``step``'s update (:meth:`~samedge_lib.theory.rules.UpdateRule.collapse`)."""
         return self.rule.collapse(lam1, grad_norm, step)
-
-    # -- measurement ------------------------------------------------------------------------
-    def measure(self, step: int) -> tuple[list[dict], dict[str, torch.Tensor]]:
-        """Measure at the current parameters on the data the config asks for (before the update).
-
-        Returns the rows and the new warm-start eigenvectors; the caller applies both.
-        """
-        cfg = self.cfg
-        batches: list[Batch] = []
-        if cfg.measure_data in ("batch", "both"):
-            batches.append(self.task.batch_at(step))
-        if cfg.measure_data in ("fixed", "both") and self.task.fixed_batch is not None:
-            batches.append(self.task.fixed_batch)
-        rows = []
-        vecs = dict(self.prev_vecs)
-        test = self.task.metrics(self.params, self.task.test_batch) if self.task.test_batch is not None else {}
-        t0 = time.perf_counter()
-        drift = self._due(cfg.drift_every, step)
-        look = self.lookahead(step) if cfg.batch_sharpness or drift else None
-        noise = self.noise(step) if self._due(cfg.noise_every, step) else None
-        shared_seconds = time.perf_counter() - t0
-        for batch in batches:
-            t0 = time.perf_counter()
-            rows.append(self._measure_on(step, batch, test, vecs, look if drift else None))
-            if cfg.batch_sharpness:
-                rows[-1]["osc_cos"] = look["osc_cos"]
-            rows[-1]["measure_seconds"] = time.perf_counter() - t0
-        if cfg.noise_every:  # the training set's noise: in the full-batch row (the first row of a full-batch run)
-            for r in rows:
-                r.update(dict.fromkeys(_NOISE_COLUMNS, math.nan))
-            target = next((r for r in rows if r["data"] == "full"), rows[0])
-            target.update(noise or {})
-        rows[0]["measure_seconds"] += shared_seconds
-        return rows, vecs
-
-    def _measure_on(
-        self,
-        step: int,
-        batch: Batch,
-        test: dict[str, float],
-        vecs: dict[str, torch.Tensor],
-        look: dict[str, Any] | None = None,
-    ) -> dict:
-        cfg = self.cfg
-
-        op = self.task.operator(self.params, batch, cfg.hvp)
-        loss, g_flat = op.gradient()
-        g_norm = float(g_flat.double().norm())
-        res = lanczos(
-            op,
-            k=cfg.k,
-            v0=vecs.get(batch.kind),
-            tol=cfg.lanczos_tol,
-            max_iter=cfg.lanczos_max_iter,
-            generator=self.gen,
-        )
-        vecs[batch.kind] = res.eigenvectors.detach().clone()
-        v1 = res.eigenvectors[:, 0]
-        grad_fn = self.grad_fn_for(batch)
-        g_list = op.unflatten(g_flat)
-        extra: dict[str, Any] = {}
-        if cfg.micro_batch is not None:  # m-SAM's direction on this data, and its stability operator A_m
-            xs, ys = self.micro(batch, step)
-            mg = st.msam_gradient(self.task.data_loss, self.params, xs, ys, cfg.rho)
-            g_upd = mg.direction
-            a_op = st.MSamOperator(self.task.data_loss, self.params, xs, ys, mg.micro_grad_norms, cfg.rho)
-            key = f"msam_{batch.kind}"
-            a_res = lanczos(
-                a_op, k=1, v0=vecs.get(key), tol=cfg.lanczos_tol, max_iter=cfg.lanczos_max_iter, generator=self.gen
-            )
-            vecs[key] = a_res.eigenvectors.detach().clone()
-            extra.update(
-                msam_lambda=float(a_res.eigenvalues[0]),
-                msam_residual=float(a_res.residuals[0]),
-                msam_matvecs=int(a_res.n_matvec),
-                msam_converged=bool(a_res.converged),
-                msam_micro_batches=int(xs.shape[0]),
-            )
-        else:
-            g_upd = self.rule.update_gradient(self.params, g_list, grad_fn, step)
-        row: dict[str, Any] = {
-            "step": step,
-            "data": batch.kind,
-            "data_label": batch.label,
-            "n_examples": batch.global_size,
-            "loss": float(loss),
-        }
-        if self.task.classification:
-            row["accuracy"] = self.task.metrics(self.params, batch)["accuracy"]
-        finite_g = math.isfinite(g_norm)
-        row.update(
-            grad_norm=g_norm,
-            sam_grad_norm=float(global_norm(g_upd)),
-            sam_edge=self.rule.sam_edge(g_norm),
-            edge=self.edge_of(g_norm, step),
-            gd_edge=float(gd_edge(cfg.eta)),
-            alpha=math.inf if cfg.rho == 0 else float(alpha(g_norm, cfg.eta, cfg.rho)) if finite_g else math.nan,
-        )
-        for i in range(cfg.k):
-            row[f"lambda_{i + 1}"] = float(res.eigenvalues[i])
-            row[f"residual_{i + 1}"] = float(res.residuals[i])
-        row.update(
-            collapse=self.collapse_of(row["lambda_1"], g_norm, step),
-            lanczos_matvecs=int(res.n_matvec),
-            lanczos_converged=bool(res.converged),
-            align_g=_abs_cos(g_flat, v1),
-            align_sam_g=_abs_cos(_flat(g_upd), v1),
-        )
-        if cfg.batch_sharpness:
-            row["q_sam"] = st.sam_batch_sharpness(op, g_flat, _flat(g_upd), cfg.eta)
-        row.update(extra)
-        if cfg.drift_every:
-            row.update(drift_cos=math.nan, drift_norm=math.nan, sharpness_grad_norm=math.nan)
-        if look is not None:
-            grad_l1 = st.sharpness_gradient(lambda ps: self.task.loss(ps, batch), self.params, v1)
-            row.update(
-                drift_cos=st.drift_alignment(look["residual"], grad_l1),
-                drift_norm=float(look["residual"].double().norm()),
-                sharpness_grad_norm=float(grad_l1.double().norm()),
-            )
-        if cfg.official_every and (step // cfg.measure_every) % cfg.official_every == 0:
-            fd = self.task.operator(self.params, batch, "finite_difference")
-            off = official_power_iteration(fd, k=1, generator=self.gen)
-            row.update(official_lambda=float(off.eigenvalues[0]), official_matvecs=int(off.n_matvec))
-        else:
-            row.update(official_lambda=math.nan, official_matvecs=0)
-        row.update({f"test_{k}": v for k, v in test.items()})
-        return row
-
-    # -- commits --------------------------------------------------------------------------------
-    def _record(self, status: dict[str, Any]) -> dict[str, Any]:
-        """The checkpoint record of the current state (which must be a boundary)."""
-        steps = {
-            "step": torch.tensor([r["step"] for r in self.steps_log], dtype=torch.int64),
-            **{
-                c: torch.tensor([r[c] for r in self.steps_log], dtype=torch.float64)
-                for c in rf.STEP_COLUMNS
-                if c != "step"
-            },
-        }
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "identity": self.cfg.identity(),
-            "next_step": self.next_step,
-            "measured": self.measured,
-            "status": status,
-            "params": [p.detach().cpu() for p in self.params],
-            "velocity": None if self.velocity is None else [v.detach().cpu() for v in self.velocity],
-            "gen_state": self.gen.get_state(),
-            "prev_vecs": {k: v.detach().cpu() for k, v in self.prev_vecs.items()},
-            "measurements": list(self.measurements),
-            "steps": steps,
-            "elapsed": self.elapsed,
-            "measure_seconds": self.measure_seconds,
-            "commit_seconds": self.commit_seconds,
-            "sessions": [dict(x) for x in self.sessions],
-        }
-
-    def commit(self, state: str, **extra: Any) -> None:
-        """Commit the current boundary: the checkpoint first, then provenance, tables and status."""
-        t0 = time.perf_counter()
-        if self.in_session:
-            self.sessions[-1]["to_step"] = self.next_step
-        status = {"state": state, **{k: v for k, v in extra.items() if v is not None}}
-        if self.comm.is_writer:  # the other ranks of a torchrun run never touch the folder
-            with rf.signals_deferred():  # an interrupt lands between commits, never inside torch.save
-                checkpoint.save_checkpoint(self.path, self._record(status))
-                rf.fault_point("checkpoint:done")
-                self.write_derived(status)
-        self.last_commit_cost = time.perf_counter() - t0
-        self.commit_seconds += self.last_commit_cost
-        self.last_commit_end = time.perf_counter()
-        self.last_commit_at = (self.next_step, self.measured)
-
-    def write_derived(self, status: dict[str, Any]) -> None:
-        """Rewrite provenance, tables and status from the current (committed) state; status last (rank 0 only)."""
-        if not self.comm.is_writer:
-            return
-        prov = dict(self.base_provenance)
-        prov["timings"] = rf.timings(self.elapsed, self.measure_seconds, len(self.steps_log), self.commit_seconds)
-        prov["sessions"] = [dict(x) for x in self.sessions]
-        rf.atomic_write_json(self.path / rf.PROVENANCE, prov)
-        rf.fault_point("provenance.json:done")
-        del self.step_lines[len(self.steps_log) :]
-        for r in self.steps_log[len(self.step_lines) :]:
-            self.step_lines.append(rf.csv_line(r[c] for c in rf.STEP_COLUMNS))
-        rf.write_tables(self.path, self.measurements, self.step_lines)
-        record = rf.status_record(
-            status["state"],
-            steps_done=len(self.steps_log),
-            steps_total=self.cfg.steps,
-            n_measurements=len(self.measurements),
-            written_by={"pid": os.getpid(), "host": os.uname().nodename},
-            **{k: v for k, v in status.items() if k != "state"},
-        )
-        rf.atomic_write_json(self.path / rf.STATUS, record)
-        rf.fault_point("status.json:done")
-
-    def begin_session(self) -> None:
-        """Record that this process computes from the current step on (kept in the provenance)."""
-        self.sessions.append(
-            {
-                "pid": os.getpid(),
-                "host": os.uname().nodename,
-                "started_utc": rf.now_utc(),
-                "device": self.base_provenance["device_name"],
-                "world_size": self.comm.world_size,
-                "from_step": self.next_step,
-                "to_step": self.next_step,
-            }
-        )
-        self.in_session = True
-
-    def commit_due(self) -> bool:
-        """Whether to commit at this boundary (step cadence, or time cadence adapted to the commit's cost)."""
-        if self.last_commit_at == (self.next_step, self.measured):
-            return False
-        cfg = self.cfg
-        if cfg.checkpoint_every and not self.measured and self.next_step % cfg.checkpoint_every == 0:
-            return True
-        if cfg.checkpoint_seconds > 0:
-            interval = max(cfg.checkpoint_seconds, COST_FACTOR * self.last_commit_cost)
-            return time.perf_counter() - self.last_commit_end >= interval
-        return False
-
-    def restore(self) -> bool:
-        """Continue from the folder's checkpoint if there is one (checked against this run); return whether.
-
-        Rank 0 reads it and sends it to the other ranks of a torchrun run.
-        """
-        state = self.comm.on_writer(lambda: checkpoint.load_checkpoint(self.path))
-        if state is None:
-            return False
-        ckpt = self.path / rf.CHECKPOINT
-        problem = self._check_record(state)
-        if problem:
-            raise rf.checkpoint_refused(ckpt, problem)
-        self.params = [p.to(self.device) for p in state["params"]]
-        velocity = state.get("velocity")
-        self.velocity = None if velocity is None else [v.to(self.device) for v in velocity]
-        self.gen.set_state(state["gen_state"])
-        self.prev_vecs = {k: v.to(self.device) for k, v in state["prev_vecs"].items()}
-        self.measurements = list(state["measurements"])
-        cols = state["steps"]
-        n = int(cols["step"].numel())
-        lists = {c: cols[c].tolist() for c in rf.STEP_COLUMNS}
-        self.steps_log = [{c: lists[c][i] for c in rf.STEP_COLUMNS} for i in range(n)]
-        self.step_lines = []
-        self.next_step = state["next_step"]
-        self.measured = state["measured"]
-        self.elapsed = float(state["elapsed"])
-        self.measure_seconds = float(state["measure_seconds"])
-        self.commit_seconds = float(state.get("commit_seconds", 0.0))
-        self.sessions = [dict(x) for x in state.get("sessions", [])]
-        status = state["status"]
-        if status["state"] in rf.TERMINAL_STATES:
-            self.outcome = dict(status)
-        self.resumed_from = self.next_step
-        self.mark_boundary()
-        self.last_commit_at = (self.next_step, self.measured)
-        return True
-
-    def _check_record(self, s: dict[str, Any]) -> str:
-        """What is wrong with a checkpoint record for this run ("" when nothing)."""
-        cfg = self.cfg
-        if s.get("format") != CHECKPOINT_FORMAT:
-            return f"its format is {s.get('format')!r}, this version reads {CHECKPOINT_FORMAT!r}"
-        if s.get("identity") != cfg.identity():
-            return f"it belongs to configuration {s.get('identity')!r}, this folder to {cfg.identity()!r}"
-        step, measured, status = s.get("next_step"), s.get("measured"), s.get("status")
-        if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= cfg.steps:
-            return f"next_step={step!r} is not a step of this run (0..{cfg.steps})"
-        if not isinstance(measured, bool) or not isinstance(status, dict) or not isinstance(status.get("state"), str):
-            return "its step state is malformed"
-        params = s.get("params")
-        want = self.task.params
-        if not isinstance(params, list) or len(params) != len(want):
-            held = len(params) if isinstance(params, list) else "no"
-            return f"it holds {held} parameter tensors, the model {len(want)}"
-        for i, (p, w) in enumerate(zip(params, want, strict=True)):
-            if not isinstance(p, torch.Tensor) or p.shape != w.shape or p.dtype != w.dtype:
-                return f"parameter {i} is not a {w.dtype} tensor of shape {list(w.shape)}"
-        problem = self._check_velocity(s.get("velocity"), step, want)
-        if problem:
-            return problem
-        gen = s.get("gen_state")
-        ref = self.gen.get_state()
-        if not isinstance(gen, torch.Tensor) or gen.dtype != torch.uint8 or gen.shape != ref.shape:
-            return "its random-generator state is malformed"
-        dim = sum(w.numel() for w in want)
-        vecs = s.get("prev_vecs")
-        if not isinstance(vecs, dict) or not all(
-            isinstance(v, torch.Tensor) and v.ndim == 2 and v.shape[0] == dim for v in vecs.values()
-        ):
-            return f"its eigenvectors are not [{dim}, k] tensors"
-        meas, cols = s.get("measurements"), s.get("steps")
-        if not isinstance(meas, list) or not all(isinstance(r, dict) and isinstance(r.get("step"), int) for r in meas):
-            return "its measurement rows are malformed"
-        if not isinstance(cols, dict) or set(cols) != set(rf.STEP_COLUMNS):
-            return "its step table is malformed"
-        if not all(isinstance(c, torch.Tensor) and c.ndim == 1 and c.numel() == step for c in cols.values()):
-            return f"its step table does not hold exactly the {step} steps done"
-        if any(r["step"] > step for r in meas) or (measured and (not meas or meas[-1]["step"] != step)):
-            return "its measurement rows do not match its step"
-        for key in ("elapsed", "measure_seconds", "commit_seconds"):
-            if not isinstance(s.get(key), (int, float)):
-                return f"{key} is not a number"
-        if not isinstance(s.get("sessions"), list) or not all(isinstance(x, dict) for x in s["sessions"]):
-            return "its session list is malformed"
-        return ""
-
-    def _check_velocity(self, velocity: Any, step: int, want: Sequence[torch.Tensor]) -> str:
-        """What is wrong with a checkpoint's momentum buffer for this run at ``step`` ("" when nothing).
-
-        Without momentum there is none; with momentum there is none before the first step and one tensor
-        per parameter (same shape and dtype) after it. Checkpoints written before momentum existed hold no
-        ``velocity`` key, which reads as none.
-        """
-        if self.cfg.momentum == 0 or step == 0:
-            return "" if velocity is None else "it holds a momentum buffer this run does not have"
-        if not isinstance(velocity, list) or len(velocity) != len(want):
-            return f"its momentum buffer is not a list of {len(want)} tensors"
-        for i, (v, w) in enumerate(zip(velocity, want, strict=True)):
-            if not isinstance(v, torch.Tensor) or v.shape != w.shape or v.dtype != w.dtype:
-                return f"momentum buffer {i} is not a {w.dtype} tensor of shape {list(w.shape)}"
-        return ""
 
     # -- the loop -----------------------------------------------------------------------------
     def is_measure_step(self, step: int) -> bool:

@@ -161,20 +161,26 @@ def signals_deferred() -> Iterator[None]:
 
     A commit interrupted inside ``torch.save`` leaves the writer's zip container half-written, and its cleanup
     then raises ``RuntimeError`` instead of the interrupt (the run ended "failed" with exit 1 instead of
-    "interrupted" with exit 130). Blocking the signals with ``pthread_sigmask``
-    (https://docs.python.org/3/library/signal.html#signal.pthread_sigmask) makes each commit whole; the
-    interrupt then arrives between two commits, where the runner handles it. Elsewhere than the main thread, or
-    where the platform lacks ``pthread_sigmask``, the body runs as it is (a kill at any instant is still safe:
-    the commit protocol of the module docstring needs no cooperation).
+    "interrupted" with exit 130). For the body's duration the stop signals' Python handlers are replaced by one
+    that only notes the signal; afterwards the handlers are restored and a noted signal is raised again
+    (https://docs.python.org/3/library/signal.html#signal.raise_signal), so the interrupt arrives between two
+    commits, where the runner handles it. Python runs signal handlers in the main thread whichever thread the
+    operating system delivered the signal to, which a per-thread mask (``pthread_sigmask``) does not cover once
+    torch has started its worker threads. Elsewhere than the main thread the body runs as it is (a kill at any
+    instant is still safe: the commit protocol of the module docstring needs no cooperation).
     """
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    noted: list[int] = []
+    old = {sig: signal.signal(sig, lambda signum, frame: noted.append(signum)) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in old.items():  # None: a handler not installed from Python, restored as the default
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        if noted:
+            signal.raise_signal(noted[0])
 
 
 def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
