@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from samedge_lib.chapters.experiments import run_all
-from samedge_lib.chapters.variants_claims import ESCAPE_STEPS, VariantRuns
+from samedge_lib.chapters.variants_stats import ESCAPE_STEPS, VariantRuns
 from samedge_lib.core.eigen import lanczos
 from samedge_lib.engine.tasks import build_task
 from samedge_lib.reading.notebook import check_choice, check_number, check_preset
@@ -104,7 +104,7 @@ def gamma_ref(result: RunResult) -> float:
 
 @dataclass(frozen=True)
 class VariantsDesign(Design):
-    """The runs of the chapter on SAM's variants (keys: see :class:`~samedge_lib.chapters.variants_claims.VariantRuns`).
+    """The runs of the chapter on SAM's variants (keys: see :class:`~samedge_lib.chapters.variants_stats.VariantRuns`).
 
     The USAM runs are derived from the SAM runs (:func:`gamma_ref`), so :meth:`run` runs GD and SAM first and
     everything else after.
