@@ -86,8 +86,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from samedge_lib.engine.train import resolve_device, run  # noqa: E402
-from samedge_lib.record import provenance  # noqa: E402
+from samedge_lib.engine import device as provenance  # noqa: E402  (device, machine tag, provenance record)
+from samedge_lib.engine.device import resolve_device  # noqa: E402
+from samedge_lib.engine.train import run  # noqa: E402
 from samedge_lib.record import runfolder as rf  # noqa: E402
 from samedge_lib.record.config import RunConfig, preset_config  # noqa: E402
 from samedge_lib.record.results import summarize  # noqa: E402
@@ -866,7 +867,7 @@ class Plan:
 
     def provenance(self) -> dict:
         """The provenance of this session (JAX versions added, the given commit when git is absent)."""
-        prov = provenance.collect(self.device, torch.float32)
+        prov = provenance.collect_provenance(self.device, torch.float32)
         prov["versions"] = dict(prov["versions"], **{k: v for k, v in self.versions.items() if k.startswith("jax")})
         if prov["git"]["commit"] is None and self.args.source_commit:
             prov["git"] = {"commit": self.args.source_commit, "dirty": None, "from": "--source-commit"}
