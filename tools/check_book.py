@@ -10,7 +10,10 @@ Checks, per page of ``_build/html`` (``_static/``, ``_sources/`` and Sphinx's se
 * **launch links**: every Colab or Binder link names the repository and branch of ``_config.yml`` and a
   notebook that git tracks in this repository; every chapter page has both, for its own source
   ``notebooks/NN_name.ipynb``;
-* **console errors**: no ``console.error`` message, uncaught exception or failed load of a local file.
+* **console errors**: no ``console.error`` message, uncaught exception or failed load of a local file;
+* **the paper's figures, mapped**: the introduction holds the table ``#paper-figure-map``, every row of it links to
+  a book figure, and every such link lands on an element of the target page that holds an image (a figure or the
+  cell that draws it), not just on any anchor.
 
 Requests to other hosts are blocked (the check runs offline and must not depend on them) and are not
 errors. The browser is Debian's ``chromium`` (or Google Chrome), driven by Playwright with
@@ -85,6 +88,80 @@ class _Anchors(HTMLParser):
         for key, value in attrs:
             if value and (key == "id" or (tag == "a" and key == "name")):
                 self.ids.add(value)
+
+
+#: The introduction's table from the paper's figures to the book's (book/intro.md) and the page that must hold it.
+FIGURE_MAP_ID = "paper-figure-map"
+FIGURE_MAP_PAGE = "book/intro.html"
+#: Each row of the figure map: its first cell's text and the hrefs of its links.
+FIGURE_MAP_JS = f"""() => {{
+  const table = document.getElementById('{FIGURE_MAP_ID}');
+  if (!table) return null;
+  return [...table.querySelectorAll('tbody tr')].map(tr => ({{
+    paper: tr.cells[0].innerText.trim(),
+    hrefs: [...tr.querySelectorAll('a[href]')].map(a => a.getAttribute('href')),
+  }}));
+}}"""
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class _FigureAt(HTMLParser):
+    """Whether the element with a given id holds an ``<img>`` (or is one)."""
+
+    def __init__(self, anchor: str) -> None:
+        super().__init__()
+        self.anchor, self.depth, self.found, self.has_image = anchor, 0, False, False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        inside = self.depth > 0
+        if not inside and dict(attrs).get("id") == self.anchor:
+            self.found, inside = True, True
+            if tag in _VOID:
+                self.has_image |= tag == "img"
+                return
+            self.depth = 1
+            return
+        if inside:
+            self.has_image |= tag == "img"
+            if tag not in _VOID:
+                self.depth += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.depth > 0 and tag not in _VOID:
+            self.depth -= 1
+
+
+def anchor_holds_figure(html: str, anchor: str) -> bool | None:
+    """True if the element with id ``anchor`` holds an image, False if it holds none, None if there is no such id."""
+    parser = _FigureAt(anchor)
+    parser.feed(html)
+    return parser.has_image if parser.found else None
+
+
+def check_figure_map(page: Path, root: Path, rows: list[dict] | None, anchors: dict[Path, set[str]]) -> list[str]:
+    """Problems with the figure map on ``page``: missing rows or links, links that do not land on a figure."""
+    if rows is None:
+        return [f"no table #{FIGURE_MAP_ID} (the paper's figures, mapped)"]
+    if not rows:
+        return [f"the table #{FIGURE_MAP_ID} has no rows"]
+    problems = []
+    for row in rows:
+        if not row["hrefs"]:
+            problems.append(f"figure map: the row for {row['paper']!r} links to no book figure")
+        for href in row["hrefs"]:
+            parts = urlsplit(href)
+            broken = check_internal_link(page, root, href, anchors)
+            if broken or parts.scheme or parts.netloc or not parts.fragment:
+                problems.append(
+                    f"figure map: {row['paper']!r} links to {href!r}, not to a figure of the book"
+                    + (f" ({broken})" if broken else "")
+                )
+                continue
+            target = page if not parts.path else (page.parent / unquote(parts.path)).resolve()
+            html = target.read_text(encoding="utf-8", errors="replace")
+            if not anchor_holds_figure(html, unquote(parts.fragment)):
+                problems.append(f"figure map: {row['paper']!r} links to {href!r}, an anchor that holds no figure")
+    return problems
 
 
 def find_browser() -> str | None:
@@ -238,6 +315,9 @@ def check_book(root: Path, browser: str, screenshots: Path | None = None) -> lis
                 if problem:
                     report.problems.append(problem)
             report.problems += check_launch_links(rel, [h for h in links if h.startswith("https://")], repo, tracked)
+            figure_map = page.evaluate(FIGURE_MAP_JS)
+            if figure_map is not None or rel == FIGURE_MAP_PAGE:
+                report.problems += check_figure_map(path, root, figure_map, anchors)
             if screenshots is not None and (rel == "book/intro.html" or rel.startswith("book/chapters/01")):
                 screenshots.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(screenshots / (rel.replace("/", "_") + ".png")))
