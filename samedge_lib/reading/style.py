@@ -130,8 +130,12 @@ def _register_png_formatter() -> None:
     shell = get_ipython()
     if shell is None:
         return
-    import matplotlib.pyplot  # noqa: F401  (resolves the inline backend first, so it cannot register over this)
+    import importlib
 
+    # The inline backend registers its own PNG formatter when its module is first imported, which matplotlib
+    # defers to the first figure; resolving the backend and importing the module now makes this one the last word.
+    if "inline" in mpl.get_backend():
+        importlib.import_module("matplotlib_inline.backend_inline")
     shell.display_formatter.formatters["image/png"].for_type(Figure, lambda fig: book_png(fig, base64_str=True))
 
 
