@@ -74,3 +74,52 @@ def test_in_the_browser_a_broken_page_fails_and_a_clean_one_passes(tmp_path, bro
     bad = "\n".join(reports["bad.html"])
     for expected in ("raw $...$ inline math", "raw TeX command", "missing.html", "nothing.png", "boom", "uncaught"):
         assert expected in bad, f"{expected!r} not reported in:\n{bad}"
+
+
+def test_a_figure_anchor_must_hold_an_image():
+    html = (
+        '<div id="cell"><div><p>text</p><img src="a.png"></div></div><div id="empty"><p>x</p></div>'
+        '<figure id="fig"><img src="b.png"><figcaption>c</figcaption></figure><span id="lone"></span><img src="c.png">'
+    )
+    assert check.anchor_holds_figure(html, "cell") is True
+    assert check.anchor_holds_figure(html, "fig") is True
+    assert check.anchor_holds_figure(html, "empty") is False
+    assert check.anchor_holds_figure(html, "lone") is False  # an image after an anchor is not an image in it
+    assert check.anchor_holds_figure(html, "missing") is None
+
+
+def test_in_the_browser_the_figure_map_must_link_to_figures(tmp_path, browser):
+    root = tmp_path / "html"
+    (root / "book" / "figs").mkdir(parents=True)
+    (root / "index.html").write_text("<html><body><p>no map here</p></body></html>")
+    (root / "book" / "figs" / "ch.html").write_text(
+        '<html><body><div id="fig-ok"><img src="../../ok.png"></div><h2 id="no-fig">Section</h2></body></html>'
+    )
+    (root / "ok.png").write_bytes(b"")
+    rows = [
+        ("Figure 1", '<a href="figs/ch.html#fig-ok">ok</a>'),
+        ("Figure 2", '<a href="figs/ch.html#no-fig">a heading</a>'),
+        ("Figure 5", "no link"),
+        ("Figure 6", '<a href="figs/ch.html#gone">gone</a>'),
+    ]
+    body = "".join(f"<tr><td>{p}</td><td>{cell}</td></tr>" for p, cell in rows)
+    (root / "book" / "intro.html").write_text(
+        f'<html><body><table id="{check.FIGURE_MAP_ID}"><thead><tr><th>paper</th><th>book</th></tr></thead>'
+        f"<tbody>{body}</tbody></table></body></html>"
+    )
+    reports = {r.page: r.problems for r in check.check_book(root, browser)}
+    assert reports["index.html"] == [] and reports["book/figs/ch.html"] == []
+    intro = "\n".join(reports["book/intro.html"])
+    assert "'Figure 1'" not in intro
+    assert "'Figure 2' links to 'figs/ch.html#no-fig', an anchor that holds no figure" in intro
+    assert "'Figure 5' links to no book figure" in intro
+    assert "'Figure 6' links to 'figs/ch.html#gone'" in intro
+
+
+def test_in_the_browser_the_introduction_must_hold_the_figure_map(tmp_path, browser):
+    root = tmp_path / "html"
+    (root / "book").mkdir(parents=True)
+    (root / "index.html").write_text("<html><body><p>home</p></body></html>")
+    (root / "book" / "intro.html").write_text("<html><body><p>an introduction without the map</p></body></html>")
+    reports = {r.page: r.problems for r in check.check_book(root, browser)}
+    assert any("no table #paper-figure-map" in p for p in reports["book/intro.html"])

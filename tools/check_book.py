@@ -10,7 +10,15 @@ Checks, per page of ``_build/html`` (``_static/``, ``_sources/`` and Sphinx's se
 * **launch links**: every Colab or Binder link names the repository and branch of ``_config.yml`` and a
   notebook that git tracks in this repository; every chapter page has both, for its own source
   ``notebooks/NN_name.ipynb``;
-* **console errors**: no ``console.error`` message, uncaught exception or failed load of a local file.
+* **console errors**: no ``console.error`` message, uncaught exception or failed load of a local file;
+* **the paper's figures, mapped**: the introduction holds the table ``#paper-figure-map``, every row of it links to
+  a book figure, and every such link lands on an element of the target page that holds an image (a figure or the
+  cell that draws it), not just on any anchor;
+* **legible figures**: in every figure the book drew (a PNG whose text chunks carry ``samedge:min_font_pt`` and
+  ``samedge:dpi``, written by ``samedge_lib.reading.style.book_png``), the smallest text as shown on the page,
+  ``min_font_pt * dpi/72 * (displayed width / natural width)`` CSS pixels, is at least 70 % of the page's body text
+  (measured on its paragraphs); a matplotlib PNG without those chunks did not go through the book's style and
+  fails too. The smallest figure text of each page is printed.
 
 Requests to other hosts are blocked (the check runs offline and must not depend on them) and are not
 errors. The browser is Debian's ``chromium`` (or Google Chrome), driven by Playwright with
@@ -72,6 +80,9 @@ class PageReport:
 
     page: str
     problems: list[str] = field(default_factory=list)
+    #: The smallest text of the page's figures as shown, CSS pixels, and the body text's (None: no book figure).
+    figure_text_px: float | None = None
+    body_px: float | None = None
 
 
 class _Anchors(HTMLParser):
@@ -85,6 +96,145 @@ class _Anchors(HTMLParser):
         for key, value in attrs:
             if value and (key == "id" or (tag == "a" and key == "name")):
                 self.ids.add(value)
+
+
+#: The introduction's table from the paper's figures to the book's (book/intro.md) and the page that must hold it.
+FIGURE_MAP_ID = "paper-figure-map"
+FIGURE_MAP_PAGE = "book/intro.html"
+#: Each row of the figure map: its first cell's text and the hrefs of its links.
+FIGURE_MAP_JS = f"""() => {{
+  const table = document.getElementById('{FIGURE_MAP_ID}');
+  if (!table) return null;
+  return [...table.querySelectorAll('tbody tr')].map(tr => ({{
+    paper: tr.cells[0].innerText.trim(),
+    hrefs: [...tr.querySelectorAll('a[href]')].map(a => a.getAttribute('href')),
+  }}));
+}}"""
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class _FigureAt(HTMLParser):
+    """Whether the element with a given id holds an ``<img>`` (or is one)."""
+
+    def __init__(self, anchor: str) -> None:
+        super().__init__()
+        self.anchor, self.depth, self.found, self.has_image = anchor, 0, False, False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        inside = self.depth > 0
+        if not inside and dict(attrs).get("id") == self.anchor:
+            self.found, inside = True, True
+            if tag in _VOID:
+                self.has_image |= tag == "img"
+                return
+            self.depth = 1
+            return
+        if inside:
+            self.has_image |= tag == "img"
+            if tag not in _VOID:
+                self.depth += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.depth > 0 and tag not in _VOID:
+            self.depth -= 1
+
+
+def anchor_holds_figure(html: str, anchor: str) -> bool | None:
+    """True if the element with id ``anchor`` holds an image, False if it holds none, None if there is no such id."""
+    parser = _FigureAt(anchor)
+    parser.feed(html)
+    return parser.has_image if parser.found else None
+
+
+def check_figure_map(page: Path, root: Path, rows: list[dict] | None, anchors: dict[Path, set[str]]) -> list[str]:
+    """Problems with the figure map on ``page``: missing rows or links, links that do not land on a figure."""
+    if rows is None:
+        return [f"no table #{FIGURE_MAP_ID} (the paper's figures, mapped)"]
+    if not rows:
+        return [f"the table #{FIGURE_MAP_ID} has no rows"]
+    problems = []
+    for row in rows:
+        if not row["hrefs"]:
+            problems.append(f"figure map: the row for {row['paper']!r} links to no book figure")
+        for href in row["hrefs"]:
+            parts = urlsplit(href)
+            broken = check_internal_link(page, root, href, anchors)
+            if broken or parts.scheme or parts.netloc or not parts.fragment:
+                problems.append(
+                    f"figure map: {row['paper']!r} links to {href!r}, not to a figure of the book"
+                    + (f" ({broken})" if broken else "")
+                )
+                continue
+            target = page if not parts.path else (page.parent / unquote(parts.path)).resolve()
+            html = target.read_text(encoding="utf-8", errors="replace")
+            if not anchor_holds_figure(html, unquote(parts.fragment)):
+                problems.append(f"figure map: {row['paper']!r} links to {href!r}, an anchor that holds no figure")
+    return problems
+
+
+#: No text in a figure smaller than this fraction of the body text as shown (issue 22).
+MIN_FIGURE_TEXT = 0.7
+FONT_KEY, DPI_KEY = "samedge:min_font_pt", "samedge:dpi"
+#: Every image of the page that is shown (width > 0), with its natural and displayed width, and the body text size.
+IMAGES_JS = """() => {
+  const p = document.querySelector('main article p, article p, main p') || document.body;
+  return {
+    body_px: parseFloat(getComputedStyle(p).fontSize),
+    images: [...document.images].filter(i => i.getBoundingClientRect().width > 0 && i.naturalWidth > 0).map(i => ({
+      src: i.getAttribute('src'), natural: i.naturalWidth, shown: i.getBoundingClientRect().width })),
+  };
+}"""
+
+
+def png_text(path: Path) -> dict[str, str] | None:
+    """The ``tEXt`` chunks of a PNG file (None if it is not a PNG)."""
+    data = path.read_bytes()
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None
+    out, pos = {}, 8
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"tEXt":
+            key, _, value = data[pos + 8 : pos + 8 + length].partition(b"\0")
+            out[key.decode("latin-1")] = value.decode("latin-1")
+        if kind == b"IEND":
+            break
+        pos += 12 + length
+    return out
+
+
+def figure_text_px(meta: dict[str, str], natural_width: float, shown_width: float) -> float | None:
+    """The smallest text of a book figure as shown, in CSS pixels (None if the PNG does not say its fonts)."""
+    if FONT_KEY not in meta or DPI_KEY not in meta:
+        return None
+    return float(meta[FONT_KEY]) * float(meta[DPI_KEY]) / 72.0 * shown_width / natural_width
+
+
+def check_figure_fonts(page: Path, root: Path, shown: dict) -> tuple[list[str], float | None]:
+    """Problems with the size of figure text on ``page`` and its smallest figure text in CSS pixels."""
+    problems, smallest, body = [], None, shown["body_px"]
+    for img in shown["images"]:
+        parts = urlsplit(img["src"])
+        if parts.scheme or parts.netloc or not parts.path.lower().endswith(".png"):
+            continue
+        target = (page.parent / unquote(parts.path)).resolve()
+        meta = png_text(target) if target.is_file() else None
+        if meta is None:
+            continue
+        px = figure_text_px(meta, img["natural"], img["shown"])
+        if px is None:
+            if "matplotlib" in meta.get("Software", "").lower():
+                problems.append(f"figure {img['src']} was not drawn through the book's style (no {FONT_KEY})")
+            continue
+        smallest = px if smallest is None else min(smallest, px)
+        if px < MIN_FIGURE_TEXT * body:
+            problems.append(
+                f"figure {img['src']}: its smallest text is {px:.1f} px as shown "
+                f"({meta[FONT_KEY]} pt at {img['shown']:.0f}/{img['natural']} of its width), under "
+                f"{MIN_FIGURE_TEXT:.0%} of the body text ({body:g} px)"
+            )
+    return problems, smallest
 
 
 def find_browser() -> str | None:
@@ -238,6 +388,13 @@ def check_book(root: Path, browser: str, screenshots: Path | None = None) -> lis
                 if problem:
                     report.problems.append(problem)
             report.problems += check_launch_links(rel, [h for h in links if h.startswith("https://")], repo, tracked)
+            shown = page.evaluate(IMAGES_JS)
+            font_problems, report.figure_text_px = check_figure_fonts(path, root, shown)
+            report.body_px = shown["body_px"]
+            report.problems += font_problems
+            figure_map = page.evaluate(FIGURE_MAP_JS)
+            if figure_map is not None or rel == FIGURE_MAP_PAGE:
+                report.problems += check_figure_map(path, root, figure_map, anchors)
             if screenshots is not None and (rel == "book/intro.html" or rel.startswith("book/chapters/01")):
                 screenshots.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(screenshots / (rel.replace("/", "_") + ".png")))
@@ -276,6 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     for r in reports:
         for problem in r.problems:
             print(f"{r.page}: {problem}")
+    for r in reports:
+        if r.figure_text_px is not None:
+            print(
+                f"{r.page}: smallest figure text {r.figure_text_px:.1f} px as shown, "
+                f"{r.figure_text_px / r.body_px:.0%} of the body text ({r.body_px:g} px)"
+            )
     print(
         f"check_book: {len(reports)} page(s) opened in {Path(browser).name} in {time.perf_counter() - t0:.1f} s, "
         f"{n_problems} problem(s)"

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
-from samedge_lib.reading.style import COLORS, RHO_PALETTE
+from samedge_lib.reading.style import BOOK_WIDTH_IN, COLORS, PANEL_HEIGHT_IN, RHO_PALETTE
 
 
 def _eig_columns(df: pd.DataFrame) -> list[str]:
@@ -125,11 +125,15 @@ def plot_estimators(ax: Axes, df: pd.DataFrame, *, title: str = "") -> Axes:
 
 
 def run_panel(df: pd.DataFrame, *, title: str) -> plt.Figure:
-    """E, S and A plots of one run side by side."""
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    """E, S and A plots of one run, stacked at the book's width (side by side, each would be a third of the column
+    and its tick labels unreadably small; see :mod:`samedge_lib.reading.style`).
+    """
+    fig, axes = plt.subplots(3, 1, figsize=(BOOK_WIDTH_IN, 3 * PANEL_HEIGHT_IN), sharex=True)
     plot_eigenvalues(axes[0], df, title=f"{title}: eigenvalues")
     plot_edge_zoom(axes[1], df, title="zoom on the edge")
     plot_alignment(axes[2], df, title="alignments")
+    for ax in axes[:-1]:
+        ax.set_xlabel("")  # the shared step axis is labelled once, under the last panel
     return fig
 
 
