@@ -152,13 +152,19 @@ def _edge_far_below(rs: RunSet) -> tuple[Verdict, float, str]:
     return (Verdict.HOLDS if value < FAR_BELOW else Verdict.FAILS), value, detail
 
 
-def _sam_flatter(rs: RunSet) -> tuple[Verdict, float, str]:
+def _sam_and_gd_at_last_common_check(rs: RunSet) -> tuple[pd.Series, pd.Series] | str:
+    """SAM's and GD's rows at their last common check, or why there are none (the claim is then not measured)."""
     sam, gd = rs.table(rs.main_rho), rs.table(0.0)
     if sam.empty or gd.empty:
-        return Verdict.NOT_MEASURED, math.nan, "needs a GD and a SAM run"
+        return "needs a GD and a SAM run"
     pair = _common_last(sam, gd)
-    if pair is None:
-        return Verdict.NOT_MEASURED, math.nan, "the GD and SAM runs share no check step"
+    return "the GD and SAM runs share no check step" if pair is None else pair
+
+
+def _sam_flatter(rs: RunSet) -> tuple[Verdict, float, str]:
+    pair = _sam_and_gd_at_last_common_check(rs)
+    if isinstance(pair, str):
+        return Verdict.NOT_MEASURED, math.nan, pair
     s, g = pair
     value = float(s["lambda_1"] / g["lambda_1"])
     detail = f"at step {int(s['step'])} λ₁ = {fmt(s['lambda_1'])} (SAM) against {fmt(g['lambda_1'])} (GD): ×{value:.2f}"
@@ -219,12 +225,9 @@ def _official_agrees(rs: RunSet) -> tuple[Verdict, float, str]:
 
 
 def _loss_comparable(rs: RunSet) -> tuple[Verdict, float, str]:
-    sam, gd = rs.table(rs.main_rho), rs.table(0.0)
-    if sam.empty or gd.empty:
-        return Verdict.NOT_MEASURED, math.nan, "needs a GD and a SAM run"
-    pair = _common_last(sam, gd)
-    if pair is None:
-        return Verdict.NOT_MEASURED, math.nan, "the GD and SAM runs share no check step"
+    pair = _sam_and_gd_at_last_common_check(rs)
+    if isinstance(pair, str):
+        return Verdict.NOT_MEASURED, math.nan, pair
     s, g = pair
     value = float(s["loss"] / g["loss"])
     detail = f"training loss at step {int(s['step'])}: {fmt(s['loss'], 4)} (SAM) against {fmt(g['loss'], 4)} (GD)"

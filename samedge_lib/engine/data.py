@@ -16,20 +16,11 @@ so existing torchvision downloads are reused (torchvision itself is not needed).
 
 Finding, verifying and downloading the files is :mod:`samedge_lib.engine.download`'s (re-exported here).
 
-**Checksums.** Every file is verified before use against the digests in :data:`MNIST_FILES`,
-:data:`CIFAR10_FILES`, :data:`CIFAR10_ARCHIVE` and :data:`SHAKESPEARE_FILE` (plain data, so tests can
-substitute them). A file may have several accepted digests (the original CIFAR-10 batches and rebuilt
-copies of them); any one matching is enough. A local file whose digest matches none raises
-:class:`DataError`; it is never silently replaced.
-
-**Downloads** (``download=True``) go through pooch (https://www.fatiando.org/pooch): the canonical sources,
-or ``$SAMEDGE_DATA_MIRROR`` (a base URL laid out like a data folder), into the first searched folder whose
-permission bits allow writing (a folder marked read-only is never written to, even by root). pooch streams
-each file into a temporary file in the destination folder, which is checked here (length, then any
-accepted digest) and only then moved into place: a failed, corrupt or killed download never leaves a file
-under the data file's name. ``$SAMEDGE_DATA_TIMEOUT`` sets the network timeout in seconds (default 60).
-The CIFAR-10 tarball is unpacked with pooch's ``Untar`` (only the known members) into a scratch folder,
-and each member is verified before it is moved into place.
+**Checksums and downloads** are :mod:`samedge_lib.engine.download`'s: every file is verified before use against the
+digests of :data:`MNIST_FILES`, :data:`CIFAR10_FILES`, :data:`CIFAR10_ARCHIVE` and :data:`SHAKESPEARE_FILE` (plain
+data, so tests can substitute them), and a download is checked before it is moved into place. The CIFAR-10 tarball
+is unpacked with pooch's ``Untar`` (only the known members) into a scratch folder, and each member is verified
+before it is moved into place.
 
 **Preprocessing** (official ``image_classification.py``): images as float32 ``x / 256.0`` (not 255),
 one-hot targets over 10 classes, minus the per-pixel mean of the training images actually used (the
