@@ -170,7 +170,7 @@ def _sam_flatter(rs: RunSet) -> tuple[Verdict, float, str]:
     detail = f"at step {int(s['step'])} λ₁ = {fmt(s['lambda_1'])} (SAM) against {fmt(g['lambda_1'])} (GD): ×{value:.2f}"
     if value < FLATTER:
         return Verdict.HOLDS, value, detail
-    if not tracking_ratio(sam)["reached"]:
+    if not tracking_ratio(rs.table(rs.main_rho))["reached"]:
         return Verdict.NOT_REACHED, value, detail + "; SAM has not reached its edge yet"
     return Verdict.FAILS, value, detail
 
