@@ -52,7 +52,6 @@ __all__ = [
     "escape",
     "evaluate",
     "gd_last_third",
-    "glue",
     "largest_rho",
     "log_slope",
     "phase_stats",
@@ -596,16 +595,3 @@ def check(evaluations: pd.DataFrame, made: Iterable[str], runset: str, preset: s
     if preset == "smoke":
         return
     cl.assert_claims(evaluations, made, runset, allow_not_reached=MAY_BE_PRE_EOS, claims=VARIANT_CLAIMS)
-
-
-def glue(evaluations: pd.DataFrame, chapter: int) -> None:
-    """Glue each verdict sentence (``ch<n>_<claim>_<runset>``, Markdown), its value and its verdict."""
-    from IPython.display import Markdown
-    from myst_nb import glue as _glue
-
-    for _, r in evaluations.iterrows():
-        key = f"ch{chapter}_{r['claim']}_{r['runset']}"
-        e = cl.lookup(evaluations, r["claim"], r["runset"])
-        _glue(key, Markdown(e.markdown), display=False)
-        _glue(f"{key}_value", float(e.value), display=False)
-        _glue(f"{key}_verdict", e.verdict.value, display=False)
