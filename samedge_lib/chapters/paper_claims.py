@@ -46,13 +46,18 @@ def _last_step(df: pd.DataFrame) -> int:
     return int(df["step"].iloc[-1])
 
 
-def _common_last(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.Series, pd.Series] | None:
-    """The rows of ``a`` and ``b`` at their last common measurement step (runs of different length)."""
-    common = sorted(set(a["step"]) & set(b["step"]))
+def _sam_gd_last(rs: RunSet) -> tuple[pd.Series, pd.Series] | str:
+    """The main SAM run's and GD's rows at their last common measurement step (runs of different length), or why
+    there are none.
+    """
+    sam, gd = rs.table(rs.main_rho), rs.table(0.0)
+    if sam.empty or gd.empty:
+        return "needs a GD and a SAM run"
+    common = sorted(set(sam["step"]) & set(gd["step"]))
     if not common:
-        return None
+        return "the GD and SAM runs share no check step"
     s = common[-1]
-    return a[a["step"] == s].iloc[-1], b[b["step"] == s].iloc[-1]
+    return sam[sam["step"] == s].iloc[-1], gd[gd["step"] == s].iloc[-1]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -153,18 +158,15 @@ def _edge_far_below(rs: RunSet) -> tuple[Verdict, float, str]:
 
 
 def _sam_flatter(rs: RunSet) -> tuple[Verdict, float, str]:
-    sam, gd = rs.table(rs.main_rho), rs.table(0.0)
-    if sam.empty or gd.empty:
-        return Verdict.NOT_MEASURED, math.nan, "needs a GD and a SAM run"
-    pair = _common_last(sam, gd)
-    if pair is None:
-        return Verdict.NOT_MEASURED, math.nan, "the GD and SAM runs share no check step"
+    pair = _sam_gd_last(rs)
+    if isinstance(pair, str):
+        return Verdict.NOT_MEASURED, math.nan, pair
     s, g = pair
     value = float(s["lambda_1"] / g["lambda_1"])
     detail = f"at step {int(s['step'])} λ₁ = {fmt(s['lambda_1'])} (SAM) against {fmt(g['lambda_1'])} (GD): ×{value:.2f}"
     if value < FLATTER:
         return Verdict.HOLDS, value, detail
-    if not tracking_ratio(sam)["reached"]:
+    if not tracking_ratio(rs.table(rs.main_rho))["reached"]:
         return Verdict.NOT_REACHED, value, detail + "; SAM has not reached its edge yet"
     return Verdict.FAILS, value, detail
 
@@ -219,12 +221,9 @@ def _official_agrees(rs: RunSet) -> tuple[Verdict, float, str]:
 
 
 def _loss_comparable(rs: RunSet) -> tuple[Verdict, float, str]:
-    sam, gd = rs.table(rs.main_rho), rs.table(0.0)
-    if sam.empty or gd.empty:
-        return Verdict.NOT_MEASURED, math.nan, "needs a GD and a SAM run"
-    pair = _common_last(sam, gd)
-    if pair is None:
-        return Verdict.NOT_MEASURED, math.nan, "the GD and SAM runs share no check step"
+    pair = _sam_gd_last(rs)
+    if isinstance(pair, str):
+        return Verdict.NOT_MEASURED, math.nan, pair
     s, g = pair
     value = float(s["loss"] / g["loss"])
     detail = f"training loss at step {int(s['step'])}: {fmt(s['loss'], 4)} (SAM) against {fmt(g['loss'], 4)} (GD)"
