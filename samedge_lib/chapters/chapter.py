@@ -24,6 +24,8 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from samedge_lib.chapters import paper_claims as pc
+from samedge_lib.chapters.pattern import LIVE, Chapter, show_table
+from samedge_lib.chapters.pattern import cell as _cell
 from samedge_lib.reading import claims as cl
 from samedge_lib.reading import plots
 from samedge_lib.reading.notebook import PARAMETERS_METADATA_KEY, show_parameters
@@ -54,33 +56,8 @@ __all__ = [
     "show_table",
 ]
 
-#: Names of the two run sets every experiment chapter evaluates its claims on.
-LIVE, STORED = "live", "stored"
-
-
-def _cell(value: object, digits: int = 4) -> str:
-    """One table cell: numbers with ``digits`` significant digits, "—" for missing or non-finite values."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (int,)) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "—"
-        return str(int(value)) if value.is_integer() and abs(value) < 1e6 else f"{value:.{digits}g}"
-    return str(value) if str(value) not in ("", "nan", "None") else "—"
-
-
-def show_table(df: pd.DataFrame, *, index: str = "run", transpose: bool = True) -> None:
-    """Display ``df`` with one column per run (``transpose``), numbers rounded and "—" for what does not apply."""
-    if df.empty:
-        display(Markdown("*(no runs)*"))
-        return
-    out = df.set_index(index) if index in df else df
-    out = out.map(_cell)
-    display(out.T if transpose else out)
+#: The run set of the stored paper-scale runs (the live runs are :data:`~samedge_lib.chapters.pattern.LIVE`).
+STORED = "stored"
 
 
 def setup_table(results: Mapping[float, RunResult]) -> pd.DataFrame:
@@ -176,7 +153,7 @@ def coverage_table(results: Mapping[float, RunResult]) -> pd.DataFrame:
 
 
 @dataclass
-class ExperimentChapter:
+class ExperimentChapter(Chapter):
     """One experiment chapter's shared machinery, around its live runs.
 
     Construct it with the sweep's results; :meth:`claims` then evaluates every claim on the live runs, on each
@@ -208,6 +185,8 @@ class ExperimentChapter:
     views: Mapping[str, str] = field(default_factory=dict)
     evaluations: pd.DataFrame = field(init=False, repr=False)
 
+    catalogue = pc.CLAIMS
+
     def __post_init__(self) -> None:
         for key in self.made:
             cl.claim(key, pc.CLAIMS)  # raises on an unknown key
@@ -226,39 +205,6 @@ class ExperimentChapter:
             cl.RunSet(STORED, "paper scale (stored)", self.stored(), self.main_rho, self.data),
         ]
 
-    def claims(self) -> pd.DataFrame:
-        """Evaluate every claim on every run set and glue each verdict.
-
-        Glue keys: ``ch<n>_<claim>_<runset>`` (a Markdown sentence, ``**verdict**: numbers``), with ``_value`` (the
-        measured number) and ``_verdict`` (the verdict's words).
-        """
-        from myst_nb import glue
-
-        self.evaluations = cl.evaluate(self.runsets, pc.CLAIMS)
-        for _, r in self.evaluations.iterrows():
-            key = f"ch{self.number}_{r['claim']}_{r['runset']}"
-            e = cl.lookup(self.evaluations, r["claim"], r["runset"])
-            glue(key, Markdown(e.markdown), display=False)
-            glue(f"{key}_value", float(e.value), display=False)
-            glue(f"{key}_verdict", e.verdict.value, display=False)
-        return self.evaluations
-
-    def show_claims(self) -> None:
-        """The chapter's claims table: statement, criterion, claimed/reported, verdict and number per run set."""
-        descriptions = {rs.name: rs.description for rs in self.runsets}
-        display(cl.claims_table(self.evaluations, descriptions, self.made, pc.CLAIMS).set_index("claim"))
-
-    def check(self) -> None:
-        """Fail where a claim the chapter makes does not hold on the live runs.
-
-        At the ``cpu`` preset every claim made must hold. At ``paper`` a claim may also be "not reached yet" (a
-        run stopped early neither confirms nor refutes it; its verdict is shown). At ``smoke`` (seconds-long
-        runs for the tests) the claims are evaluated and shown, not asserted.
-        """
-        if self.preset == "smoke":
-            return
-        cl.assert_claims(self.evaluations, self.made, LIVE, allow_not_reached=self.preset == "paper", claims=pc.CLAIMS)
-
     # -- tables and figures ------------------------------------------------------------------------------------
     def table(self, rho: float, data: str | None = None) -> pd.DataFrame:
         """The measurements of the live run at ``rho`` on ``data`` (default: the chapter's)."""
@@ -267,9 +213,9 @@ class ExperimentChapter:
     def _title(self, cfg_label: str) -> str:
         return cfg_label + ("" if self.data is None else f" ({self.data} measurements)")
 
-    def show_setup(self) -> None:
-        """The configurations actually run (and the device that ran them), one column per run."""
-        show_table(setup_table(self.results))
+    def setup_table(self) -> pd.DataFrame:
+        """The configurations actually run (and the device that ran them), one row per run."""
+        return setup_table(self.results)
 
     def show_numbers(self, data: str | None = None) -> None:
         """The quantitative table of the live runs on ``data`` (default: the chapter's)."""

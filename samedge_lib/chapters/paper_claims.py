@@ -46,13 +46,18 @@ def _last_step(df: pd.DataFrame) -> int:
     return int(df["step"].iloc[-1])
 
 
-def _common_last(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.Series, pd.Series] | None:
-    """The rows of ``a`` and ``b`` at their last common measurement step (runs of different length)."""
-    common = sorted(set(a["step"]) & set(b["step"]))
+def _sam_gd_last(rs: RunSet) -> tuple[pd.Series, pd.Series] | str:
+    """The main SAM run's and GD's rows at their last common measurement step (runs of different length), or why
+    there are none.
+    """
+    sam, gd = rs.table(rs.main_rho), rs.table(0.0)
+    if sam.empty or gd.empty:
+        return "needs a GD and a SAM run"
+    common = sorted(set(sam["step"]) & set(gd["step"]))
     if not common:
-        return None
+        return "the GD and SAM runs share no check step"
     s = common[-1]
-    return a[a["step"] == s].iloc[-1], b[b["step"] == s].iloc[-1]
+    return sam[sam["step"] == s].iloc[-1], gd[gd["step"] == s].iloc[-1]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,17 +157,8 @@ def _edge_far_below(rs: RunSet) -> tuple[Verdict, float, str]:
     return (Verdict.HOLDS if value < FAR_BELOW else Verdict.FAILS), value, detail
 
 
-def _sam_and_gd_at_last_common_check(rs: RunSet) -> tuple[pd.Series, pd.Series] | str:
-    """SAM's and GD's rows at their last common check, or why there are none (the claim is then not measured)."""
-    sam, gd = rs.table(rs.main_rho), rs.table(0.0)
-    if sam.empty or gd.empty:
-        return "needs a GD and a SAM run"
-    pair = _common_last(sam, gd)
-    return "the GD and SAM runs share no check step" if pair is None else pair
-
-
 def _sam_flatter(rs: RunSet) -> tuple[Verdict, float, str]:
-    pair = _sam_and_gd_at_last_common_check(rs)
+    pair = _sam_gd_last(rs)
     if isinstance(pair, str):
         return Verdict.NOT_MEASURED, math.nan, pair
     s, g = pair
@@ -225,7 +221,7 @@ def _official_agrees(rs: RunSet) -> tuple[Verdict, float, str]:
 
 
 def _loss_comparable(rs: RunSet) -> tuple[Verdict, float, str]:
-    pair = _sam_and_gd_at_last_common_check(rs)
+    pair = _sam_gd_last(rs)
     if isinstance(pair, str):
         return Verdict.NOT_MEASURED, math.nan, pair
     s, g = pair

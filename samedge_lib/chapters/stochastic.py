@@ -9,25 +9,35 @@ The chapter ("Beyond the paper": batch size, the SAM batch sharpness, m-sharpnes
 
 each configured by :func:`samedge_lib.record.config.stochastic_config`, all through
 :func:`samedge_lib.chapters.experiments.run_all` (parallel workers, finished runs reused). Its predictions are the
-claims of :mod:`samedge_lib.chapters.stochastic_claims`.
+claims of :mod:`samedge_lib.chapters.stochastic_claims`. :class:`StochasticChapter` is the chapter over those runs,
+in the pattern of :mod:`samedge_lib.chapters.pattern`: run, setup table, claims, figures.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from IPython.display import Markdown, display
 from matplotlib.axes import Axes
 
 from samedge_lib.chapters import stochastic_claims as cs
+from samedge_lib.chapters.pattern import Chapter, glue_values, show_table
 from samedge_lib.reading import claims as cl
-from samedge_lib.reading.notebook import NotebookParameterError, check_list, check_number, check_preset
-from samedge_lib.reading.style import COLORS, OKABE_ITO, RHO_PALETTE
+from samedge_lib.reading.notebook import (
+    NotebookParameterError,
+    check_list,
+    check_number,
+    check_preset,
+    show_parameters,
+)
+from samedge_lib.reading.style import COLORS, OKABE_ITO, RHO_PALETTE, use_book_style
 from samedge_lib.record.config import STOCHASTIC_PRESETS, RunConfig, preset_config, stochastic_config
 from samedge_lib.record.results import RunResult, tracking_window
 from samedge_lib.theory.edges import collapse_variable
@@ -246,25 +256,8 @@ def results_table(rs: cs.StochasticRunSet) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------
-# Claims: glue and table
+# Claims: the findings
 # ------------------------------------------------------------------------------------------------
-def glue_claims(evaluations: pd.DataFrame, runset: str = "live") -> None:
-    """Glue each claim's sentence (``ch9_<claim>``, Markdown), value and verdict for the chapter's prose."""
-    from IPython.display import Markdown
-    from myst_nb import glue
-
-    for key in cs.CLAIM_KEYS:
-        e = cl.lookup(evaluations, key, runset)
-        glue(f"ch{NUMBER}_{key}", Markdown(e.markdown), display=False)
-        glue(f"ch{NUMBER}_{key}_value", float(e.value), display=False)
-        glue(f"ch{NUMBER}_{key}_verdict", e.verdict.value, display=False)
-
-
-def claims_table(evaluations: pd.DataFrame, rs: cs.StochasticRunSet, made: Sequence[str]) -> pd.DataFrame:
-    """The chapter's claims with criterion, claimed/reported, and the verdict with its number."""
-    return cl.claims_table(evaluations, {rs.name: rs.description}, made, cs.CLAIMS)
-
-
 def findings(evaluations: pd.DataFrame, made: Sequence[str], runset: str = "live") -> pd.DataFrame:
     """The reported claims whose verdict is not "holds": the findings, each with the evidence it was given."""
     rows = []
@@ -464,17 +457,116 @@ def parameter_count(rs: cs.StochasticRunSet) -> int:
     return sum(p.numel() for p in make_model(cfg.task, seed=0, **cfg.model).parameters())
 
 
-def show_claims(evaluations: pd.DataFrame, rs: cs.StochasticRunSet, made: Sequence[str]) -> None:
-    """The claims table (untruncated) and the findings as a list, each with its source, verdict and evidence."""
-    from IPython.display import Markdown, display
+# ------------------------------------------------------------------------------------------------
+# The chapter
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class StochasticChapter(Chapter):
+    """Chapter 9 over its sweep: :meth:`run`, then the tables, the claims of :data:`cs.CLAIMS` and the figures.
 
-    with pd.option_context("display.max_colwidth", None):
-        display(claims_table(evaluations, rs, made).set_index("claim"))
-    found = findings(evaluations, made)
-    if found.empty:
-        display(Markdown("*Every reported prediction holds on these runs.*"))
-        return
-    items = [
-        f"* **{r['prediction']}** ({r['source']}) — *{r['verdict']}*: {r['evidence']}." for _, r in found.iterrows()
-    ]
-    display(Markdown("**Findings**\n\n" + "\n".join(items)))
+    Glue keys: ``ch9_<claim>`` (a Markdown sentence), ``..._value`` and ``..._verdict``; ``ch9_dim`` (the network's
+    parameter count) and ``ch9_random_cos`` (``1/sqrt(dim)``).
+    """
+
+    #: The predictions this chapter makes (asserted at the cpu preset); the others are reported with their verdicts.
+    MADE: ClassVar[tuple[str, ...]] = (
+        "identity",
+        "minibatch_edge",
+        "minibatch_edge_small",
+        "edge_inflation",
+        "msam_full_is_sam",
+        "m_edge",
+        "drift",
+    )
+
+    sweep: StochasticSweep
+    runs: cs.StochasticRunSet | None = None
+    evaluations: pd.DataFrame | None = field(default=None, repr=False)
+
+    number = NUMBER
+    made = MADE
+    catalogue = cs.CLAIMS
+
+    @classmethod
+    def from_parameters(cls, preset: Any, **parameters: Any) -> StochasticChapter:
+        """Validate the parameters (:meth:`StochasticSweep.from_parameters`), show the parameter box."""
+        sweep = StochasticSweep.from_parameters(preset, **parameters)
+        show_parameters(sweep.parameters)
+        use_book_style()
+        return cls(sweep)
+
+    @property
+    def preset(self) -> str:
+        """The preset the chapter runs at."""
+        return self.sweep.preset
+
+    @property
+    def runsets(self) -> list[cs.StochasticRunSet]:
+        """The one run set the claims are evaluated on: this page's runs."""
+        return [self.runs]
+
+    def run(self, *, root: str | Path | None = None) -> cs.StochasticRunSet:
+        """Run (or load) the sweep and keep its run set."""
+        self.runs = self.sweep.run(root=root)
+        return self.runs
+
+    # -- tables and claims
+    def setup_table(self) -> pd.DataFrame:
+        """One row per run: what defines it and what it cost."""
+        return setup_table(self.runs)
+
+    def show_numbers(self) -> None:
+        """The statistics the claims read, one column per run."""
+        show_table(results_table(self.runs))
+
+    def glue_key(self, claim: str, runset: str) -> str:
+        """``ch9_<claim>``: the chapter has one run set."""
+        return f"ch{self.number}_{claim}"
+
+    def claims(self) -> pd.DataFrame:
+        """The claims, glued, and the network's parameter count (against which a random cosine is judged)."""
+        out = super().claims()
+        dim = parameter_count(self.runs)
+        glue_values({f"ch{self.number}_dim": dim, f"ch{self.number}_random_cos": dim**-0.5})
+        return out
+
+    def show_claims(self) -> None:
+        """The claims table (untruncated) and the findings as a list, each with its source, verdict and evidence."""
+        with pd.option_context("display.max_colwidth", None):
+            super().show_claims()
+        found = findings(self.evaluations, self.made)
+        if found.empty:
+            display(Markdown("*Every reported prediction holds on these runs.*"))
+            return
+        items = [
+            f"* **{r['prediction']}** ({r['source']}) — *{r['verdict']}*: {r['evidence']}." for _, r in found.iterrows()
+        ]
+        display(Markdown("**Findings**\n\n" + "\n".join(items)))
+
+    # -- figures
+    def show_identity(self) -> None:
+        """The sampling identity at every noise check."""
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        plot_identity(ax, self.runs)
+        plt.show()
+
+    def show_batch_size(self) -> None:
+        """Which edge at each batch size and the edges against B; then the traces over steps."""
+        fig, axes = plt.subplots(1, 2, figsize=(15, 5))
+        plot_batch_size(axes, self.runs)
+        plt.show()
+        fig, axes = plt.subplots(1, 2, figsize=(15, 4))
+        plot_batch_traces(axes, self.runs)
+        plt.show()
+
+    def show_m_sharpness(self) -> None:
+        """m-SAM's edge over steps."""
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        plot_m_sharpness(ax, self.runs)
+        plt.show()
+
+    def show_drift(self) -> None:
+        """The two-step drift against the gradient of the sharpness."""
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        plot_drift(ax, self.runs)
+        plt.show()

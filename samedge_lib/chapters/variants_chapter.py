@@ -1,6 +1,6 @@
 """Chapters 7 (SAM's variants) and 8 (the phase diagram) as objects: what their notebooks call, one idea a cell.
 
-The shape is the experiment chapters' (:class:`~samedge_lib.chapters.chapter.ExperimentChapter`): a design lays
+The pattern is every experiment chapter's (:class:`~samedge_lib.chapters.pattern.Chapter`): a design lays
 out the runs and runs them through :func:`samedge_lib.chapters.experiments.run_all`; the results become a run set
 (:class:`~samedge_lib.chapters.variants_stats.VariantRuns`); tables are read from it; the claims of
 :mod:`samedge_lib.chapters.variants_claims` are evaluated on it, glued into the prose and asserted; the figures
@@ -12,7 +12,6 @@ out the runs and runs them through :func:`samedge_lib.chapters.experiments.run_a
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -23,7 +22,10 @@ from samedge_lib.chapters import chapter
 from samedge_lib.chapters import variants_claims as cv
 from samedge_lib.chapters import variants_figures as vf
 from samedge_lib.chapters import variants_quadratics as vq
+from samedge_lib.chapters.pattern import Chapter, show_table
+from samedge_lib.chapters.pattern import glue_values as glue_all
 from samedge_lib.chapters.variants import Design, PhaseDesign, VariantsDesign, ascent_check
+from samedge_lib.reading import claims as cl
 from samedge_lib.reading.notebook import check_number
 from samedge_lib.reading.style import use_book_style
 from samedge_lib.record.results import RunResult
@@ -34,21 +36,15 @@ from samedge_lib.theory.rules import SAM, UpdateRule
 N_CHECK = {"smoke": 500, "cpu": 5_000, "paper": 50_000}
 
 
-def glue_all(values: Mapping[str, Any]) -> None:
-    """Glue every ``key: value`` (not displayed); strings meant as Markdown are passed as ``Markdown``."""
-    from myst_nb import glue
-
-    for key, value in values.items():
-        glue(key, value, display=False)
-
-
 @dataclass
-class DesignChapter:
+class DesignChapter(Chapter):
     """A chapter whose runs a :class:`~samedge_lib.chapters.variants.Design` lays out (chapters 7 and 8).
 
-    runs -> run set -> tables -> claims -> figures: :meth:`run` runs the design and builds :attr:`runs`;
-    :meth:`show_setup` shows its table; :meth:`claims` evaluates and glues the claims :attr:`CLAIMS`;
-    :meth:`show_claims` and :meth:`check` show and assert those the chapter makes (:attr:`MADE`).
+    The pattern of :class:`~samedge_lib.chapters.pattern.Chapter`: :meth:`run` runs the design and builds
+    :attr:`runs`; :meth:`show_setup` shows its table; :meth:`claims` evaluates and glues the claims :attr:`CLAIMS`
+    (of :data:`~samedge_lib.chapters.variants_claims.VARIANT_CLAIMS`); :meth:`show_claims` and :meth:`check` show
+    and assert those the chapter makes (:attr:`MADE`; "not reached yet" passes for
+    :data:`~samedge_lib.chapters.variants_claims.MAY_BE_PRE_EOS`).
     """
 
     NUMBER: ClassVar[int] = 0
@@ -63,6 +59,8 @@ class DesignChapter:
     runs: cv.VariantRuns | None = None
     evaluations: pd.DataFrame | None = None
 
+    catalogue = cv.VARIANT_CLAIMS
+
     @classmethod
     def _setup(cls, design: Design, derivation: Any, seed: int, n_check: Any) -> DesignChapter:
         check_number("n_check", n_check, minimum=0, integer=True)
@@ -75,6 +73,29 @@ class DesignChapter:
     def preset(self) -> str:
         """The preset the chapter runs at."""
         return self.design.preset
+
+    @property
+    def number(self) -> int:
+        """The chapter's number (glue keys are ``ch<number>_...``)."""
+        return self.NUMBER
+
+    @property
+    def made(self) -> tuple[str, ...]:
+        """The claims the chapter makes (asserted by :meth:`check`)."""
+        return self.MADE
+
+    @property
+    def runsets(self) -> list[cv.VariantRuns]:
+        """The one run set the claims are evaluated on: this page's runs."""
+        return [self.runs]
+
+    def evaluated(self) -> list[cl.Claim]:
+        """The claims :attr:`CLAIMS` of the catalogue."""
+        return [cl.claim(k, self.catalogue) for k in self.CLAIMS]
+
+    def allow_not_reached(self) -> tuple[str, ...]:
+        """The claims whose prediction allows a GD run that has not sharpened to its edge."""
+        return cv.MAY_BE_PRE_EOS
 
     def _glue(self, name: str, value: Any) -> None:
         glue_all({f"ch{self.NUMBER}_{name}": value})
@@ -113,24 +134,6 @@ class DesignChapter:
     def setup_table(self) -> pd.DataFrame:
         """One row per run (each chapter says which columns)."""
         raise NotImplementedError
-
-    def show_setup(self) -> None:
-        """The table of the runs (one column per run)."""
-        chapter.show_table(self.setup_table())
-
-    def claims(self) -> pd.DataFrame:
-        """Evaluate the chapter's claims on its runs and glue each verdict (``ch<n>_<claim>_live``)."""
-        self.evaluations = cv.evaluate([self.runs], self.CLAIMS)
-        cv.glue(self.evaluations, self.NUMBER)
-        return self.evaluations
-
-    def show_claims(self) -> None:
-        """The claims the chapter makes, with their verdicts on this page's runs."""
-        display(cv.claims_table(self.evaluations, [self.runs], self.MADE).set_index("claim"))
-
-    def check(self) -> None:
-        """Fail where a claim the chapter makes does not hold (not at ``smoke``)."""
-        cv.check(self.evaluations, self.MADE, "live", self.preset)
 
 
 @dataclass
@@ -343,7 +346,7 @@ class VariantsChapter(DesignChapter):
 
     def show_numbers(self) -> None:
         """The numbers table (one column per run)."""
-        chapter.show_table(self.numbers_table())
+        show_table(self.numbers_table())
 
 
 @dataclass

@@ -52,7 +52,6 @@ __all__ = [
     "escape",
     "evaluate",
     "gd_last_third",
-    "glue",
     "largest_rho",
     "log_slope",
     "phase_stats",
@@ -151,13 +150,20 @@ def _named(rs: VariantRuns) -> Callable[[str], str]:
     return lambda k: variant_label(k, rs.runs[k])
 
 
+def _all_on_edge(rs: VariantRuns, keys: Iterable[str], none: str) -> Result:
+    """Every run of ``keys`` on its own edge (``none``: the detail where there is no such run); the value is the
+    worst run's median ratio.
+    """
+    per = {k: _on_edge(rs.table(k)) for k in keys}
+    v, worst, d = _combine(per, none, _named(rs))
+    return v, math.exp(worst) if math.isfinite(worst) else worst, d
+
+
 # ------------------------------------------------------------------------------------------------
 # E1: unnormalised against normalised SAM
 # ------------------------------------------------------------------------------------------------
 def _usam_on_edge(rs: VariantRuns) -> Result:
-    per = {k: _on_edge(rs.table(k)) for k in rs.keys("usam")}
-    v, worst, d = _combine(per, "no USAM run", _named(rs))
-    return v, math.exp(worst) if math.isfinite(worst) else worst, d
+    return _all_on_edge(rs, rs.keys("usam"), "no USAM run")
 
 
 def _usam_flat(rs: VariantRuns) -> Result:
@@ -173,9 +179,7 @@ def _usam_flat(rs: VariantRuns) -> Result:
 
 
 def _sam_on_edge(rs: VariantRuns) -> Result:
-    per = {k: _on_edge(rs.table(k)) for k in rs.keys("sam")}
-    v, worst, d = _combine(per, "no SAM run", _named(rs))
-    return v, math.exp(worst) if math.isfinite(worst) else worst, d
+    return _all_on_edge(rs, rs.keys("sam"), "no SAM run")
 
 
 def _sam_slope(rs: VariantRuns) -> Result:
@@ -224,9 +228,7 @@ def _momentum_sam_keys(rs: VariantRuns) -> list[str]:
 
 
 def _momentum_on_edge(rs: VariantRuns) -> Result:
-    per = {k: _on_edge(rs.table(k)) for k in _momentum_sam_keys(rs)}
-    v, worst, d = _combine(per, "no SAM run with momentum", _named(rs))
-    return v, math.exp(worst) if math.isfinite(worst) else worst, d
+    return _all_on_edge(rs, _momentum_sam_keys(rs), "no SAM run with momentum")
 
 
 def _momentum_gd(rs: VariantRuns) -> Result:
@@ -596,16 +598,3 @@ def check(evaluations: pd.DataFrame, made: Iterable[str], runset: str, preset: s
     if preset == "smoke":
         return
     cl.assert_claims(evaluations, made, runset, allow_not_reached=MAY_BE_PRE_EOS, claims=VARIANT_CLAIMS)
-
-
-def glue(evaluations: pd.DataFrame, chapter: int) -> None:
-    """Glue each verdict sentence (``ch<n>_<claim>_<runset>``, Markdown), its value and its verdict."""
-    from IPython.display import Markdown
-    from myst_nb import glue as _glue
-
-    for _, r in evaluations.iterrows():
-        key = f"ch{chapter}_{r['claim']}_{r['runset']}"
-        e = cl.lookup(evaluations, r["claim"], r["runset"])
-        _glue(key, Markdown(e.markdown), display=False)
-        _glue(f"{key}_value", float(e.value), display=False)
-        _glue(f"{key}_verdict", e.verdict.value, display=False)
