@@ -91,6 +91,13 @@ GLUE_CHECKS: dict[str, dict] = {
         "ch9_drift_value": lambda v: 0 <= v <= 1,
         "ch9_m_edge_verdict": lambda v: v.strip("'") in VERDICTS,
     },
+    "10_your_network": {
+        "ch10_on_edge_verdict": lambda v: v.strip("'") in VERDICTS,
+        "ch10_certified_verdict": lambda v: v.strip("'") in VERDICTS,
+        "ch10_certified_value": lambda v: 0 <= v < 1e-2,
+        "ch10_matvecs": lambda v: v >= 1,
+        "ch10_fig_edge": lambda v: v == "<image>",
+    },
     "06_sharpness_benchmark": {
         "ch6_default_rel_err": lambda v: 0 <= v <= 1e-3,
         "ch6_equal_accuracy_grad_eval_ratio": lambda v: v >= 3,

@@ -216,6 +216,20 @@ def momentum_usam_edge(eta: ArrayLike, r: ArrayLike, beta: ArrayLike, nesterov: 
     return usam_edge(effective_eta(eta, beta, nesterov), r)
 
 
+def adaptive_edge(eta: ArrayLike, beta1: ArrayLike) -> ArrayLike:
+    """Adam's stability threshold ``(2 + 2 beta1)/((1 - beta1) eta)`` for the preconditioned sharpness.
+
+    Cohen et al. (2022), "Adaptive gradient methods at the edge of stability" (https://arxiv.org/abs/2207.14484):
+    Adam with a frozen preconditioner ``P`` is EMA-style heavy-ball momentum on the quadratic preconditioned by
+    ``P``, stable while ``lambda_max(P^-1 H) < (2 + 2 beta1)/((1 - beta1) eta)``, and full-batch Adam trains at that
+    threshold ("adaptive edge of stability"). It is a threshold for ``lambda_max(P^-1 H)``, not for ``lambda_1(H)``:
+    no closed-form edge of ``lambda_1`` applies to Adam (nor to SAM stepped through Adam).
+    """
+    _check_positive("eta", eta)
+    _check_beta(beta1, nesterov=False)
+    return (2.0 + 2.0 * beta1) / ((1.0 - beta1) * eta)
+
+
 def momentum_two_cycle_amplitude(
     lam1: ArrayLike, eta: ArrayLike, rho: ArrayLike, beta: ArrayLike, nesterov: bool = False
 ) -> ArrayLike:

@@ -1,0 +1,712 @@
+"""Is my training run at its edge? An edge monitor for any PyTorch model and training loop.
+
+Call an :class:`EdgeMonitor` every few steps of your own loop (or :meth:`EdgeMonitor.attach` it to the optimizer)::
+
+    monitor = EdgeMonitor(optimizer, k=2, log_dir="runs/my-net")
+    ...
+    if step % 10 == 0:
+        check = monitor(model, loss_fn, (x, y), step=step)   # or a DataLoader: the full batch
+        print(check.ratio)                                   # lambda_1 / edge: 1 on the edge
+
+Each check measures, at the current weights and on the data given:
+
+* the top-``k`` Hessian eigenvalues of the loss, by the library's Lanczos (:func:`samedge_lib.core.eigen.lanczos`) on
+  exact Hessian-vector products (:class:`samedge_lib.core.hessian.HessianOperator`), each with its true relative
+  residual ``||H u - theta u|| / |theta|`` (the certificate);
+* ``||g||``, the norm of the loss gradient on that data (the number the SAM-edge is evaluated at);
+* the **edge** that applies to the optimizer, from :class:`samedge_lib.theory.rules.UpdateRule`: GD's ``2/eta``, the
+  SAM-edge of Long & Bartlett (2024, Theorem 1, https://arxiv.org/abs/2309.12488), the edge of unnormalised SAM, each
+  at the effective step size of heavy-ball or Nesterov momentum; for Adam no closed-form edge of ``lambda_1``
+  applies, and the monitor reports instead the preconditioned sharpness ``lambda_max(P^-1 H)`` against
+  ``(2 + 2 beta1)/((1 - beta1) eta)`` (Cohen et al., 2022, https://arxiv.org/abs/2207.14484;
+  :func:`samedge_lib.theory.edges.adaptive_edge`);
+* the ratio of the sharpness to the edge, the cost of the check in seconds and in optimizer steps, and its memory.
+
+**Train or eval mode.** The Hessian is taken in the mode the model is in when the check is called (``mode="auto"``):
+the mode the step's loss used. In train mode BatchNorm normalises with each batch's statistics (as the step does; its
+running statistics are left untouched by the check); in eval mode it uses the running statistics. A loss that is not
+a deterministic function of the weights (dropout active in train mode) has no Hessian to measure: the check refuses
+it in one line and suggests ``mode="eval"``.
+
+**Large models.** ``chunk_size`` splits each batch into chunks whose Hessian-vector products are computed one after
+the other and summed (weighted by their share of the examples), so the memory is one chunk's double-backward graph.
+(In train mode each chunk's BatchNorm then uses that chunk's statistics.) Each check reports its peak memory (GPU
+memory on CUDA, the process's peak resident memory on a CPU) and its cost against one step of the optimizer.
+
+**Logging.** With ``log_dir``, every check rewrites ``edge_monitor.csv`` (one row per check, written atomically by
+:func:`samedge_lib.record.runfolder.atomic_write_text`, so a crash never leaves a torn table) and
+``edge_monitor.json`` (what was measured and how), and writes TensorBoard scalars under ``edge/`` when
+``torch.utils.tensorboard`` is importable. :func:`samedge_lib.reading.edge_log.plot_edge_log` draws ``lambda_1``
+against the edge from the CSV.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from samedge_lib.api.optim import SAM, _check_finite
+from samedge_lib.core.eigen import EigResult, lanczos
+from samedge_lib.core.hessian import HessianOperator
+from samedge_lib.record.runfolder import atomic_write_json, atomic_write_text
+from samedge_lib.theory.edges import adaptive_edge, gd_edge
+from samedge_lib.theory.rules import SAM as SAM_ASCENT
+from samedge_lib.theory.rules import USAM as USAM_ASCENT
+from samedge_lib.theory.rules import UpdateRule, ascent_of
+
+__all__ = ["EdgeCheck", "EdgeMonitor", "EdgeRule", "check_edge", "edge_rule_of"]
+
+#: ``loss_fn(outputs, targets) -> scalar``: a mean over the examples (``reduction="mean"``), as torch's losses.
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+CSV_NAME = "edge_monitor.csv"
+JSON_NAME = "edge_monitor.json"
+
+_DROPOUT_TYPES: tuple[type[nn.Module], ...] = (nn.modules.dropout._DropoutNd,)
+_NORM_WITH_BATCH_STATS: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._BatchNorm,)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Which edge applies
+# ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EdgeRule:
+    """The edge that applies to an optimizer.
+
+    Attributes:
+        kind: ``"rule"`` (GD, SAM or USAM with or without momentum: ``rule`` gives the edge), ``"adaptive"`` (Adam:
+            the preconditioned sharpness against :func:`~samedge_lib.theory.edges.adaptive_edge`) or ``"none"``.
+        description: in words, for the log.
+        rule: the update rule (``kind == "rule"``).
+        eta: the step size (``lr``).
+        beta1: Adam's first-moment coefficient (``kind == "adaptive"``).
+        why_none: why no edge applies (``kind == "none"``).
+
+    """
+
+    kind: str
+    description: str
+    rule: UpdateRule | None = None
+    eta: float = math.nan
+    beta1: float = math.nan
+    why_none: str = ""
+
+    def edge(self, grad_norm: float) -> float:
+        """The edge at ``||g||`` (NaN for ``kind == "none"``)."""
+        if self.kind == "rule":
+            assert self.rule is not None
+            return self.rule.edge(grad_norm)
+        if self.kind == "adaptive":
+            return float(adaptive_edge(self.eta, self.beta1))
+        return math.nan
+
+
+def _one_group(optimizer: torch.optim.Optimizer, keys: Sequence[str]) -> dict[str, Any] | str:
+    """The settings ``keys`` shared by every parameter group, or why there is no single set."""
+    groups = optimizer.param_groups
+    first = {k: groups[0].get(k) for k in keys}
+    for g in groups[1:]:
+        if any(g.get(k) != first[k] for k in keys):
+            return f"its parameter groups differ in {', '.join(k for k in keys if g.get(k) != first[k])}"
+    return first
+
+
+def _rule_description(rule: UpdateRule) -> str:
+    name = {"gd": "GD: 2/eta", "sam": "SAM-edge", "usam": "USAM edge"}[rule.ascent.name]
+    if rule.momentum > 0:
+        name += f" at the effective step size of {'Nesterov' if rule.nesterov else 'heavy-ball'} momentum"
+        name += f" {rule.momentum:g}"
+    return f"{name} (eta={rule.eta:g}" + (f", rho={rule.rho:g})" if rule.rho else ")")
+
+
+def edge_rule_of(optimizer: torch.optim.Optimizer | None = None, **rule: Any) -> EdgeRule:
+    """The edge that applies to ``optimizer``: a :class:`SAM` over SGD or Adam, ``torch.optim.SGD``, ``Adam``.
+
+    Without an optimizer, the rule is given by keywords: ``eta`` and optionally ``rho``, ``normalized``,
+    ``momentum``, ``nesterov`` (as for :class:`SAM`).
+    """
+    if optimizer is None:
+        if "eta" not in rule:
+            raise ValueError("give the optimizer, or the rule by keywords: eta= (and rho=, momentum=, nesterov=)")
+        eta = _check_finite("eta", rule["eta"], positive=True)
+        rho = _check_finite("rho", rule.get("rho", 0.0))
+        ascent = ascent_of("gd") if rho == 0 else SAM_ASCENT if rule.get("normalized", True) else USAM_ASCENT
+        r = UpdateRule(
+            ascent, eta=eta, rho=rho, momentum=float(rule.get("momentum", 0.0)), nesterov=bool(rule.get("nesterov"))
+        )
+        return EdgeRule("rule", _rule_description(r), rule=r, eta=eta)
+    if rule:
+        raise TypeError(f"give either the optimizer or the rule's keywords, not both (got {', '.join(rule)})")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    base = optimizer.base_optimizer if isinstance(optimizer, SAM) else optimizer
+    name = type(base).__name__
+    if isinstance(base, (torch.optim.Adam, torch.optim.AdamW)):
+        g = _one_group(optimizer, ("lr", "betas"))
+        if isinstance(g, str):
+            return EdgeRule("none", f"{name}: no single edge", why_none=g)
+        eta, beta1 = float(g["lr"]), float(g["betas"][0])
+        sam = f" (SAM's ascent is not in the threshold: {optimizer!r})" if isinstance(optimizer, SAM) else ""
+        desc = (
+            f"{name}: no closed-form edge of lambda_1 applies; preconditioned sharpness lambda_max(P^-1 H) against "
+            f"(2 + 2 beta1)/((1 - beta1) eta) (eta={eta:g}, beta1={beta1:g}; Cohen et al. 2022){sam}"
+        )
+        return EdgeRule("adaptive", desc, eta=eta, beta1=beta1)
+    if isinstance(base, torch.optim.SGD):
+        keys = ["lr", "momentum", "nesterov", "dampening", "weight_decay"]
+        if isinstance(optimizer, SAM):
+            keys += ["rho", "normalized", "sam_eps"]
+        g = _one_group(optimizer, keys)
+        if isinstance(g, str):
+            return EdgeRule("none", f"{name}: no single edge", why_none=g)
+        if g["dampening"] or g["weight_decay"]:
+            why = "dampening" if g["dampening"] else "weight_decay"
+            return EdgeRule("none", f"{name}: no closed-form edge", why_none=f"{why} > 0 is not in the edge formulas")
+        rho = float(g.get("rho", 0.0) or 0.0)
+        ascent = ascent_of("gd") if rho == 0 else SAM_ASCENT if g.get("normalized", True) else USAM_ASCENT
+        r = UpdateRule(
+            ascent,
+            eta=float(g["lr"]),
+            rho=rho,
+            momentum=float(g["momentum"]),
+            nesterov=bool(g["nesterov"]),
+            eps=float(g.get("sam_eps", UpdateRule.eps)),
+        )
+        return EdgeRule("rule", _rule_description(r), rule=r, eta=float(g["lr"]))
+    return EdgeRule("none", f"{name}: no edge known", why_none=f"no stability threshold is known for {name}")
+
+
+# ------------------------------------------------------------------------------------------------------
+# The loss as a function of the weights
+# ------------------------------------------------------------------------------------------------------
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def _batches(data: Any) -> tuple[list[Batch], str]:
+    """The batches of ``data``: one ``(inputs, targets)`` pair, or every pair a DataLoader (iterable) yields."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        return [(data[0], data[1])], "batch"
+    if isinstance(data, torch.Tensor) or not isinstance(data, Iterable):
+        raise TypeError(
+            f"data must be a batch (inputs, targets) or an iterable of them (a DataLoader), got {type(data).__name__}"
+        )
+    out = []
+    for i, b in enumerate(data):
+        if not (isinstance(b, (tuple, list)) and len(b) >= 2 and all(isinstance(t, torch.Tensor) for t in b[:2])):
+            raise TypeError(f"item {i} of data is not an (inputs, targets) pair of tensors: {type(b).__name__}")
+        out.append((b[0], b[1]))
+    if not out:
+        raise ValueError("data yielded no batches")
+    return out, f"{len(out)} batches"
+
+
+def _chunks(batches: list[Batch], chunk_size: int | None) -> list[Batch]:
+    if chunk_size is None:
+        return batches
+    return [(x[i : i + chunk_size], y[i : i + chunk_size]) for x, y in batches for i in range(0, len(x), chunk_size)]
+
+
+def _mode_words(model: nn.Module, train: bool) -> str:
+    has_bn = any(isinstance(m, _NORM_WITH_BATCH_STATS) for m in model.modules())
+    if train:
+        return "train" + (" (BatchNorm: each batch's statistics; running statistics untouched)" if has_bn else "")
+    return "eval" + (" (BatchNorm: running statistics)" if has_bn else "")
+
+
+class _Loss:
+    """The loss on a list of chunks as a pure function of the trainable parameters (buffers cloned per call)."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, chunks: list[Batch]) -> None:
+        self.model, self.loss_fn, self.chunks = model, loss_fn, chunks
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in named]
+        self.params = [p for _, p in named]
+        self.n = sum(len(x) for x, _ in chunks)
+
+    def on(self, params: Sequence[torch.Tensor], chunk: Batch) -> torch.Tensor:
+        """The chunk's loss weighted by its share of the examples."""
+        x, y = chunk
+        state = {n: b.clone() for n, b in self.model.named_buffers()}  # BatchNorm's running stats stay untouched
+        state.update(zip(self.names, params, strict=True))
+        loss = self.loss_fn(functional_call(self.model, state, (x,)), y)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            shape = list(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ValueError(f"loss_fn must return a scalar (a mean over the batch), got {shape}")
+        return loss.reshape(()) * (len(x) / self.n) if len(self.chunks) > 1 else loss.reshape(())
+
+
+class _ChunkedHessian:
+    """The Hessian of a loss summed over chunks: each product is the sum of the chunks' exact products, taken one
+    chunk at a time (:class:`~samedge_lib.core.hessian.HessianOperator`, ``exact_fresh``), so the memory is one chunk's.
+    """
+
+    def __init__(self, loss: _Loss, point: Sequence[torch.Tensor]) -> None:
+        self._loss = loss
+        self._point = [p.detach() for p in point]
+        self._ops = [self._op(c) for c in loss.chunks[:1]]
+        self.n_matvec = 0
+
+    def _op(self, chunk: Batch) -> HessianOperator:
+        return HessianOperator(lambda ps: self._loss.on(ps, chunk), self._point, method="exact_fresh")
+
+    @property
+    def dim(self) -> int:
+        return self._ops[0].dim
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._ops[0].dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._ops[0].device
+
+    def unflatten(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        return self._ops[0].unflatten(flat)
+
+    def gradient(self) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, grad = 0.0, None
+        for c in self._loss.chunks:
+            lc, gc = self._op(c).gradient()
+            loss, grad = loss + lc, gc if grad is None else grad + gc
+        return loss, grad
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        self.n_matvec += 1
+        out = None
+        for c in self._loss.chunks:
+            hv = self._op(c).matvec(v)
+            out = hv if out is None else out + hv
+        return out
+
+
+class _Preconditioned:
+    """``P^{-1/2} H P^{-1/2}``: symmetric, with the eigenvalues of ``P^{-1} H`` (Cohen et al., 2022)."""
+
+    def __init__(self, op: Any, p_diag: torch.Tensor) -> None:
+        self.op, self.scale = op, p_diag.rsqrt()
+        self.dim, self.dtype, self.device = op.dim, op.dtype, op.device
+        self.n_matvec = 0
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        self.n_matvec += 1
+        return self.scale * self.op.matvec(self.scale * v)
+
+
+def _adam_preconditioner(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> torch.Tensor | str:
+    """Adam's ``P = (1 - beta1^t) (sqrt(v_t/(1 - beta2^t)) + eps)`` as a flat vector, or why it is not defined yet."""
+    base = optimizer.base_optimizer if isinstance(optimizer, SAM) else optimizer
+    group_of = {id(p): g for g in base.param_groups for p in g["params"]}
+    parts = []
+    for p in params:
+        st, g = base.state.get(p, {}), group_of.get(id(p))
+        if g is None:
+            return "a parameter of the model is not in the optimizer"
+        if "exp_avg_sq" not in st:
+            return "Adam has taken no step yet, so its preconditioner is not defined"
+        beta1, beta2 = g["betas"]
+        t = float(st["step"])
+        v = st["max_exp_avg_sq"] if g.get("amsgrad") else st["exp_avg_sq"]
+        parts.append(((1 - beta1**t) * ((v / (1 - beta2**t)).sqrt() + g["eps"])).reshape(-1))
+    return torch.cat(parts)
+
+
+# ------------------------------------------------------------------------------------------------------
+# One check
+# ------------------------------------------------------------------------------------------------------
+@dataclass
+class EdgeCheck:
+    """What one check measured (one row of ``edge_monitor.csv``).
+
+    Attributes:
+        step: the training step (the x axis).
+        data: ``"batch"`` or ``"N batches"`` (a DataLoader: the full batch).
+        n_examples: examples the loss averages over.
+        mode: the mode the Hessian was taken in (``"train"`` or ``"eval"``, with what BatchNorm does).
+        loss: the loss on the data.
+        grad_norm: ``||g||`` on the data.
+        eigenvalues: the top-``k`` Hessian eigenvalues, decreasing (``lambda_1`` first).
+        residuals: their true relative residuals ``||H u - theta u|| / |theta|``.
+        edge: the edge (``NaN`` where none applies; see ``note``).
+        sharpness: the quantity compared with the edge: ``lambda_1``, or ``lambda_max(P^-1 H)`` for Adam.
+        ratio: ``sharpness / edge``: 1 on the edge.
+        gd_edge: ``2/eta`` for reference.
+        preconditioned_lambda_1: ``lambda_max(P^-1 H)`` (Adam only; else NaN).
+        preconditioned_residual: its relative residual estimate.
+        matvecs: Hessian-vector products the check spent.
+        converged: whether Lanczos met its tolerance for every pair.
+        check_seconds: wall time of the check.
+        step_seconds: wall time of one optimizer step (timed on the optimizer's hooks; before the first timed step,
+            one gradient on this data times the gradients one step takes).
+        cost_in_steps: ``check_seconds / step_seconds``.
+        memory_mib: peak memory during the check (``memory_what`` says which).
+        memory_what: ``"GPU peak allocated"`` or ``"process peak resident"``.
+        edge_kind: what the edge is, in words.
+        note: why no edge applies, when none does.
+
+    """
+
+    step: int
+    data: str
+    n_examples: int
+    mode: str
+    loss: float
+    grad_norm: float
+    eigenvalues: list[float]
+    residuals: list[float]
+    edge: float
+    sharpness: float
+    ratio: float
+    gd_edge: float
+    preconditioned_lambda_1: float
+    preconditioned_residual: float
+    matvecs: int
+    converged: bool
+    check_seconds: float
+    step_seconds: float
+    cost_in_steps: float
+    memory_mib: float
+    memory_what: str
+    edge_kind: str
+    note: str = ""
+
+    @property
+    def lambda_1(self) -> float:
+        """The top Hessian eigenvalue."""
+        return self.eigenvalues[0]
+
+    def row(self) -> dict[str, Any]:
+        """The check as one flat row (``lambda_i``, ``residual_i`` columns)."""
+        d = asdict(self)
+        eig, res = d.pop("eigenvalues"), d.pop("residuals")
+        out = {k: d[k] for k in ("step", "data", "n_examples", "mode", "loss", "grad_norm")}
+        for i, (e, r) in enumerate(zip(eig, res, strict=True)):
+            out[f"lambda_{i + 1}"], out[f"residual_{i + 1}"] = e, r
+        out.update((k, v) for k, v in d.items() if k not in out)
+        return out
+
+    def __str__(self) -> str:
+        res = max(self.residuals)
+        what = "lambda_max(P^-1 H)" if math.isfinite(self.preconditioned_lambda_1) else "lambda_1"
+        edge = f"edge {self.edge:.4g}, ratio {self.ratio:.3f}" if math.isfinite(self.edge) else f"no edge ({self.note})"
+        return (
+            f"step {self.step}: lambda_1 {self.lambda_1:.4g} (max residual {res:.1e}), ||g|| {self.grad_norm:.3g}; "
+            f"{what} {self.sharpness:.4g} vs {edge}; "
+            f"check {self.check_seconds:.2f} s = {self.cost_in_steps:.1f} steps; "
+            f"{self.memory_what} {self.memory_mib:.0f} MiB"
+        )
+
+
+@dataclass
+class EdgeMonitor:
+    """Checks a training run against its edge every time it is called (see the module docstring).
+
+    Args:
+        optimizer: the training loop's optimizer (:class:`~samedge_lib.api.optim.SAM`, ``torch.optim.SGD``,
+            ``torch.optim.Adam``), from which the edge is read; ``None``: give the rule by keywords in ``rule``.
+        k: eigenvalues per check.
+        mode: ``"auto"`` (the model's mode at the call: the one the step's loss used), ``"train"`` or ``"eval"``.
+        chunk_size: compute the Hessian-vector products in chunks of this many examples (``None``: each batch whole).
+        tol: Lanczos' relative residual tolerance (the engine's tracker uses ``1e-3``).
+        max_iter: cap on Lanczos steps per check.
+        log_dir: folder for ``edge_monitor.csv`` / ``.json`` and TensorBoard scalars (``None``: no files).
+        tensorboard: write TensorBoard scalars when ``torch.utils.tensorboard`` is importable.
+        verbose: print one line per check.
+        seed: seeds Lanczos' first start vector (later checks start from the previous eigenvectors).
+        rule: the rule's keywords when there is no optimizer (``eta``, ``rho``, ``normalized``, ``momentum``,
+            ``nesterov``).
+
+    Attributes:
+        history: every check so far.
+        edge_rule: the edge that applies (:class:`EdgeRule`).
+
+    """
+
+    optimizer: torch.optim.Optimizer | None = None
+    k: int = 1
+    mode: str = "auto"
+    chunk_size: int | None = None
+    tol: float = 1e-3
+    max_iter: int = 80
+    log_dir: str | Path | None = None
+    tensorboard: bool = True
+    verbose: bool = True
+    seed: int = 0
+    rule: dict[str, Any] = field(default_factory=dict)
+    history: list[EdgeCheck] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("auto", "train", "eval"):
+            raise ValueError(f"mode must be 'auto', 'train' or 'eval', got {self.mode!r}")
+        if not (isinstance(self.k, int) and self.k >= 1):
+            raise ValueError(f"k must be a positive integer, got {self.k!r}")
+        if self.chunk_size is not None and not (isinstance(self.chunk_size, int) and self.chunk_size >= 1):
+            raise ValueError(f"chunk_size must be a positive integer or None, got {self.chunk_size!r}")
+        _check_finite("tol", self.tol, positive=True)
+        self.edge_rule = edge_rule_of(self.optimizer, **self.rule)
+        self._gen = torch.Generator().manual_seed(self.seed)
+        self._v0: dict[str, torch.Tensor] = {}
+        self._step_seconds: float | None = None
+        self._t0: float | None = None
+        self._steps_seen = 0
+        self._writer: Any = None
+        self._tb_tried = False
+        if self.optimizer is not None:
+            self.optimizer.register_step_pre_hook(self._before_step)
+            self.optimizer.register_step_post_hook(self._after_step)
+
+    # -- step timing -----------------------------------------------------------------------------------
+    def _before_step(self, *_: Any) -> None:
+        self._t0 = time.perf_counter()
+
+    def _after_step(self, *_: Any) -> None:
+        self._steps_seen += 1
+        if self._t0 is not None:
+            dt = time.perf_counter() - self._t0
+            # the median of a short memory would be steadier; the smallest recent step is what a step costs
+            self._step_seconds = dt if self._step_seconds is None else min(dt, 0.5 * (self._step_seconds + dt))
+
+    # -- validation (before any compute) ---------------------------------------------------------------
+    def _validate(self, model: nn.Module, loss_fn: LossFn, data: Any) -> tuple[list[Batch], str, bool]:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable as loss_fn(outputs, targets), got {type(loss_fn).__name__}")
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"{type(model).__name__} has no trainable parameters: there is no Hessian to measure")
+        if any(not p.is_floating_point() for p in params):
+            raise ValueError("every trainable parameter must be floating point")
+        devices = {p.device for p in params}
+        if len(devices) > 1:
+            raise ValueError(f"the model's parameters lie on several devices ({sorted(map(str, devices))})")
+        (device,) = devices
+        batches, label = _batches(data)
+        for x, y in batches:
+            for name, t in (("inputs", x), ("targets", y)):
+                if t.device != device:
+                    raise ValueError(
+                        f"the batch's {name} are on {t.device} but the model's parameters on {device}: "
+                        f"move the batch with .to({str(device)!r})"
+                    )
+        train = model.training if self.mode == "auto" else self.mode == "train"
+        if train:
+            active = [type(m).__name__ for m in model.modules() if isinstance(m, _DROPOUT_TYPES) and m.p > 0]
+            active += [
+                type(m).__name__
+                for m in model.modules()
+                if isinstance(m, nn.MultiheadAttention) and float(getattr(m, "dropout", 0.0)) > 0
+            ]
+            if active:
+                raise ValueError(
+                    f"the model is in train mode with dropout ({active[0]}): its loss is random, so it has no Hessian; "
+                    "check in eval mode (mode='eval', or call model.eval() first)"
+                )
+        return batches, label, train
+
+    # -- the check -------------------------------------------------------------------------------------
+    def __call__(self, model: nn.Module, loss_fn: LossFn, data: Any, *, step: int | None = None) -> EdgeCheck:
+        """Check the run at the model's current weights on ``data`` (a batch ``(x, y)`` or a DataLoader).
+
+        ``step`` labels the check (default: the optimizer steps seen so far, or the number of checks).
+        """
+        batches, label, train = self._validate(model, loss_fn, data)
+        was_training = model.training
+        model.train(train)
+        try:
+            return self._check(model, loss_fn, batches, label, train, step)
+        finally:
+            model.train(was_training)
+
+    def _probe(self, loss: _Loss) -> None:
+        """Refuse, in one line, a loss that is not a deterministic function of the weights (before Lanczos)."""
+        with torch.no_grad():
+            a, b = (loss.on(loss.params, loss.chunks[0]) for _ in range(2))
+        if not torch.equal(a, b):
+            raise ValueError(
+                "the loss differs between two evaluations at the same weights (a random operation in the forward "
+                "pass?): it has no Hessian to measure; check in eval mode (mode='eval')"
+            )
+
+    def _check(
+        self, model: nn.Module, loss_fn: LossFn, batches: list[Batch], label: str, train: bool, step: int | None
+    ) -> EdgeCheck:
+        if step is None:
+            step = self._steps_seen if self.optimizer is not None else len(self.history)
+        chunks = _chunks(batches, self.chunk_size)
+        loss = _Loss(model, loss_fn, chunks)
+        self._probe(loss)
+        cuda = loss.params[0].device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base_mem = torch.cuda.memory_allocated()
+        t0 = time.perf_counter()
+        if len(chunks) == 1:
+            op: Any = HessianOperator(lambda ps: loss.on(ps, chunks[0]), loss.params, method="exact")
+        else:
+            op = _ChunkedHessian(loss, loss.params)
+        try:
+            loss_value, g_flat = op.gradient()
+            g_norm = float(g_flat.double().norm())
+            res = self._lanczos(op, "hessian")
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"the loss cannot be differentiated twice here: {first}") from None
+        pre_lam, pre_res, note = math.nan, math.nan, self.edge_rule.why_none
+        if self.edge_rule.kind == "adaptive":
+            assert self.optimizer is not None
+            p_diag = _adam_preconditioner(self.optimizer, loss.params)
+            if isinstance(p_diag, str):
+                note = p_diag
+            else:
+                pre = self._lanczos(_Preconditioned(op, p_diag.to(op.dtype)), "preconditioned", k=1)
+                pre_lam, pre_res = float(pre.eigenvalues[0]), float(pre.residuals[0])
+        check_seconds = time.perf_counter() - t0
+        if cuda:
+            torch.cuda.synchronize()
+            memory, memory_what = (torch.cuda.max_memory_allocated() - base_mem) / 2**20, "GPU peak allocated"
+        else:
+            scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+            memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+            memory_what = "process peak resident"
+        step_seconds = self._step_seconds if self._step_seconds is not None else self._estimated_step(loss)
+        lam = [float(x) for x in res.eigenvalues]
+        edge = self.edge_rule.edge(g_norm) if self.edge_rule.kind != "adaptive" or math.isfinite(pre_lam) else math.nan
+        sharp = pre_lam if self.edge_rule.kind == "adaptive" else lam[0]
+        eta = self.edge_rule.eta
+        check = EdgeCheck(
+            step=int(step),
+            data=label,
+            n_examples=loss.n,
+            mode=_mode_words(model, train),
+            loss=float(loss_value),
+            grad_norm=g_norm,
+            eigenvalues=lam,
+            residuals=[float(x) for x in res.residuals],
+            edge=edge,
+            sharpness=sharp,
+            ratio=sharp / edge if math.isfinite(edge) and edge > 0 else math.nan,
+            gd_edge=float(gd_edge(eta)) if math.isfinite(eta) else math.nan,
+            preconditioned_lambda_1=pre_lam,
+            preconditioned_residual=pre_res,
+            matvecs=int(op.n_matvec),
+            converged=bool(res.converged),
+            check_seconds=check_seconds,
+            step_seconds=step_seconds,
+            cost_in_steps=check_seconds / step_seconds if step_seconds > 0 else math.nan,
+            memory_mib=memory,
+            memory_what=memory_what,
+            edge_kind=self.edge_rule.description,
+            note=note,
+        )
+        self.history.append(check)
+        self._log(check)
+        if self.verbose:
+            print(check, flush=True)
+        return check
+
+    def _lanczos(self, op: Any, key: str, k: int | None = None) -> EigResult:
+        k = self.k if k is None else k
+        v0 = self._v0.get(key)
+        if v0 is not None and (v0.shape[0] != op.dim or v0.device != op.device):
+            v0 = None
+        res = lanczos(
+            op, k=k, v0=v0, tol=self.tol, max_iter=self.max_iter, generator=self._gen, true_residuals=key == "hessian"
+        )
+        self._v0[key] = res.eigenvectors.detach().clone()
+        return res
+
+    def _estimated_step(self, loss: _Loss) -> float:
+        """One plain gradient on the data, times the gradients one step of the optimizer takes (2 for SAM)."""
+        t0 = time.perf_counter()
+        ps = [p.detach().requires_grad_(True) for p in loss.params]
+        with torch.enable_grad():
+            for c in loss.chunks:
+                torch.autograd.grad(loss.on(ps, c), ps, allow_unused=True)
+        per_grad = time.perf_counter() - t0
+        rule = self.edge_rule.rule
+        return per_grad * (2 if rule is not None and rule.rho > 0 else 1)
+
+    # -- logging ---------------------------------------------------------------------------------------
+    def table(self) -> Any:
+        """The checks so far as a pandas DataFrame (the rows of ``edge_monitor.csv``)."""
+        import pandas as pd
+
+        return pd.DataFrame([c.row() for c in self.history])
+
+    def _log(self, check: EdgeCheck) -> None:
+        if self.log_dir is None:
+            return
+        folder = Path(self.log_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / CSV_NAME, self.table().to_csv(index=False))
+        atomic_write_json(
+            folder / JSON_NAME,
+            {
+                "edge": self.edge_rule.description,
+                "mode": check.mode,
+                "k": self.k,
+                "lanczos_tol": self.tol,
+                "lanczos_max_iter": self.max_iter,
+                "chunk_size": self.chunk_size,
+                "hessian": "exact Hessian-vector products (double backward), Lanczos with true residuals",
+                "checks": len(self.history),
+            },
+        )
+        writer = self._tensorboard(folder)
+        if writer is not None:
+            for name in ("lambda_1", "edge", "sharpness", "ratio", "grad_norm", "check_seconds", "cost_in_steps"):
+                value = getattr(check, name)
+                if math.isfinite(value):
+                    writer.add_scalar(f"edge/{name}", value, check.step)
+            writer.flush()
+
+    def _tensorboard(self, folder: Path) -> Any:
+        if not self.tensorboard:
+            return None
+        if not self._tb_tried:
+            self._tb_tried = True
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is not installed: the CSV is the log
+                return None
+            self._writer = SummaryWriter(str(folder))
+        return self._writer
+
+    # -- the hook form ---------------------------------------------------------------------------------
+    def attach(self, model: nn.Module, loss_fn: LossFn, data: Any, *, every: int = 10) -> Any:
+        """Check every ``every`` optimizer steps, before the step, on ``data`` (a fixed batch or a DataLoader, or a
+        zero-argument callable returning the step's batch). Returns a handle; ``handle.remove()`` detaches it.
+        """
+        if self.optimizer is None:
+            raise ValueError("attach needs the monitor's optimizer: EdgeMonitor(optimizer, ...)")
+        if not (isinstance(every, int) and every >= 1):
+            raise ValueError(f"every must be a positive integer, got {every!r}")
+
+        def hook(*_: Any) -> None:
+            if self._steps_seen % every == 0:
+                self(model, loss_fn, data() if callable(data) else data, step=self._steps_seen)
+                self._t0 = time.perf_counter()  # the step's timing starts after the check
+
+        return self.optimizer.register_step_pre_hook(hook)
+
+
+def check_edge(model: nn.Module, loss_fn: LossFn, data: Any, optimizer: torch.optim.Optimizer | None = None,
+               **options: Any) -> EdgeCheck:  # fmt: skip
+    """One check without keeping a monitor: ``EdgeMonitor(optimizer, verbose=False, **options)(model, loss_fn, data)``.
+
+    ``options`` are :class:`EdgeMonitor`'s (``k``, ``mode``, ``chunk_size``, ``tol``, ``rule``, ...).
+    """
+    options.setdefault("verbose", False)
+    return EdgeMonitor(optimizer, **options)(model, loss_fn, data)
