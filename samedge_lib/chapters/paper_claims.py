@@ -21,7 +21,7 @@ from samedge_lib.reading.claims import (
     RunSet,
     Verdict,
     fmt,
-    offset_words,
+    on_edge,
     reads_words,
 )
 from samedge_lib.record.results import tracking_ratio, tracking_window
@@ -96,43 +96,17 @@ def _gd_at_edge(rs: RunSet) -> tuple[Verdict, float, str]:
     return (Verdict.HOLDS if lo <= late <= hi else Verdict.FAILS), late, detail
 
 
-def _on_edge(df: pd.DataFrame, column: str = "lambda_1") -> tuple[Verdict, float, str]:
-    """B2 on one run's table: the shared rule of :func:`_sam_on_edge` and :func:`_all_radii_on_edge`."""
-    if df.empty or df[column].notna().sum() == 0:
-        return Verdict.NOT_MEASURED, math.nan, "no measurements"
-    tr = tracking_ratio(df, column)
-    if not tr["reached"]:
-        return (
-            Verdict.NOT_REACHED,
-            math.nan,
-            f"did not reach its edge by step {int(tr['last_step'])} "
-            f"(λ₁/edge = {tr['final_ratio']:.3f} at the last check)",
-        )
-    if not math.isfinite(tr["median"]):
-        return (
-            Verdict.NOT_REACHED,
-            math.nan,
-            f"reached its edge at step {int(tr['reached_step'])}; only {tr['n']} checks after it",
-        )
-    lo, hi = ON_EDGE_BAND
-    detail = (
-        f"median λ₁/edge = {tr['median']:.3f} (p10–p90 {tr['p10']:.3f}–{tr['p90']:.3f}) from step "
-        f"{int(tr['from_step'])} to {int(tr['last_step'])}, {offset_words(tr['median'])}"
-    )
-    return (Verdict.HOLDS if lo <= tr["median"] <= hi else Verdict.FAILS), tr["median"], detail
-
-
 def _sam_on_edge(rs: RunSet) -> tuple[Verdict, float, str]:
     if rs.main_rho not in rs.runs:
         return Verdict.NOT_MEASURED, math.nan, f"no SAM run at ρ = {rs.main_rho:g}"
-    return _on_edge(rs.table(rs.main_rho))
+    return on_edge(rs.table(rs.main_rho))
 
 
 def _all_radii_on_edge(rs: RunSet) -> tuple[Verdict, float, str]:
     rhos = rs.sam_rhos
     if len(rhos) < 2:
         return Verdict.NOT_MEASURED, math.nan, f"{len(rhos)} SAM radius here; the claim needs several"
-    per = {rho: _on_edge(rs.table(rho)) for rho in rhos}
+    per = {rho: on_edge(rs.table(rho)) for rho in rhos}
     verdicts = [v for v, _, _ in per.values()]
     if Verdict.FAILS in verdicts:
         verdict = Verdict.FAILS

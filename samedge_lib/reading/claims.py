@@ -33,7 +33,7 @@ from enum import StrEnum
 
 import pandas as pd
 
-from samedge_lib.record.results import RunResult, measurements_on
+from samedge_lib.record.results import RunResult, measurements_on, tracking_ratio
 
 #: "Sits on its edge": the median of ``lambda_1 / edge`` after the transient lies in this band. At the edge the
 #: sharpness oscillates around the edge (chapter 2's 2-cycle) and the edge itself moves with ``||g||``;
@@ -142,6 +142,35 @@ def compare_words(a: float, b: float, *, more: str = "higher", less: str = "lowe
     if not (math.isfinite(a) and math.isfinite(b)):
         return "—"
     return more if a > b else less if a < b else "equal"
+
+
+def on_edge(df: pd.DataFrame, column: str = "lambda_1", label: str = "λ₁/edge") -> tuple[Verdict, float, str]:
+    """Whether one run "sits on its edge", from its table: the median of ``column / edge`` after the transient in
+    :data:`ON_EDGE_BAND` (:func:`~samedge_lib.record.results.tracking_ratio`); not reached yet where the run never
+    came within reach of its edge or has too few checks after it. The one rule of every chapter's on-edge claims.
+    """
+    if df.empty or df[column].notna().sum() == 0:
+        return Verdict.NOT_MEASURED, math.nan, "no measurements"
+    tr = tracking_ratio(df, column)
+    if not tr["reached"]:
+        return (
+            Verdict.NOT_REACHED,
+            math.nan,
+            f"did not reach its edge by step {int(tr['last_step'])} "
+            f"({label} = {tr['final_ratio']:.3f} at the last check)",
+        )
+    if not math.isfinite(tr["median"]):
+        return (
+            Verdict.NOT_REACHED,
+            math.nan,
+            f"reached its edge at step {int(tr['reached_step'])}; only {tr['n']} checks after it",
+        )
+    lo, hi = ON_EDGE_BAND
+    detail = (
+        f"median {label} = {tr['median']:.3f} (p10–p90 {tr['p10']:.3f}–{tr['p90']:.3f}) from step "
+        f"{int(tr['from_step'])} to {int(tr['last_step'])}, {offset_words(tr['median'])}"
+    )
+    return (Verdict.HOLDS if lo <= tr["median"] <= hi else Verdict.FAILS), tr["median"], detail
 
 
 def claim(key: str, claims: Sequence[Claim]) -> Claim:

@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from samedge_lib.reading.claims import ON_EDGE_BAND, Claim, Verdict, offset_words
-from samedge_lib.record.results import tracking_ratio
+from samedge_lib.reading.claims import ON_EDGE_BAND, Claim, Verdict, on_edge
 from samedge_lib.record.runfolder import read_table
 
 __all__ = ["CERTIFIED_RESIDUAL", "EDGE_CLAIMS", "EdgeLog", "plot_edge_log", "read_edge_log"]
@@ -110,25 +109,7 @@ def _on_edge(log: EdgeLog) -> tuple[Verdict, float, str]:
     df = log.table
     if df.empty or "sharpness" not in df or df["sharpness"].notna().sum() == 0 or df["edge"].notna().sum() == 0:
         return Verdict.NOT_MEASURED, math.nan, "no check measured a sharpness against an edge"
-    tr = tracking_ratio(df, "sharpness")
-    if not tr["reached"]:
-        return (
-            Verdict.NOT_REACHED,
-            math.nan,
-            f"did not reach its edge by step {int(tr['last_step'])} (ratio {tr['final_ratio']:.3f} at the last check)",
-        )
-    if not math.isfinite(tr["median"]):
-        return (
-            Verdict.NOT_REACHED,
-            math.nan,
-            f"reached its edge at step {int(tr['reached_step'])}; too few checks after",
-        )
-    lo, hi = ON_EDGE_BAND
-    detail = (
-        f"median sharpness/edge = {tr['median']:.3f} (p10–p90 {tr['p10']:.3f}–{tr['p90']:.3f}) from step "
-        f"{int(tr['from_step'])} to {int(tr['last_step'])}, {offset_words(tr['median'])}"
-    )
-    return (Verdict.HOLDS if lo <= tr["median"] <= hi else Verdict.FAILS), tr["median"], detail
+    return on_edge(df, "sharpness", "sharpness/edge")
 
 
 def _certified(log: EdgeLog) -> tuple[Verdict, float, str]:
