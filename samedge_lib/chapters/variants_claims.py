@@ -246,7 +246,9 @@ def collapse_of(df: pd.DataFrame, result: RunResult) -> pd.Series:
     if "collapse" in df and df["collapse"].notna().all():
         return df["collapse"]
     cfg = result.config
-    eta_eff = float(effective_eta(cfg.eta, cfg.momentum, cfg.nesterov)) if cfg.momentum > 0 else cfg.eta
+    eta_eff = (
+        float(effective_eta(eta=cfg.eta, beta=cfg.momentum, nesterov=cfg.nesterov)) if cfg.momentum > 0 else cfg.eta
+    )
     lam, g = df["lambda_1"].to_numpy(), df["grad_norm"].to_numpy()
     rho = np.where(df["step"].to_numpy() >= cfg.sam_start, cfg.rho, 0.0) if cfg.optimizer != "gd" else 0.0
     extra = rho * lam if cfg.optimizer == "usam" else rho * lam / np.where(g > 0, g, np.nan)

@@ -275,9 +275,9 @@ def variant_run(
         loss[t] = info.loss.item()
         gnorm[t] = info.grad_norm.item()
         if normalized or rho_t == 0:
-            edge[t] = momentum_sam_edge(gnorm[t], eta, rho_t, beta, nesterov)
+            edge[t] = momentum_sam_edge(eta=eta, rho=rho_t, beta=beta, nesterov=nesterov, grad_norm=gnorm[t])
         else:
-            edge[t] = momentum_usam_edge(eta, rho_t, beta, nesterov)
+            edge[t] = momentum_usam_edge(eta=eta, r=rho_t, beta=beta, nesterov=nesterov)
         comps[t + 1] = quad.components(params[0]).numpy()
         if not np.isfinite(comps[t + 1]).all():
             raise FloatingPointError(f"the SAM run diverged at step {t} (eta={eta}, rho={rho}); lower eta or rho")

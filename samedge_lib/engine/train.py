@@ -388,7 +388,9 @@ class _Runner:
     def eta_eff(self) -> float:
         """The step size of the momentum-free rule with the same edge (``eta`` itself without momentum)."""
         cfg = self.cfg
-        return float(effective_eta(cfg.eta, cfg.momentum, cfg.nesterov)) if cfg.momentum > 0 else cfg.eta
+        return (
+            float(effective_eta(eta=cfg.eta, beta=cfg.momentum, nesterov=cfg.nesterov)) if cfg.momentum > 0 else cfg.eta
+        )
 
     def edge_of(self, grad_norm: float, step: int) -> float:
         """The edge of the update of ``step``; NaN for a non-finite ``||g||``.
@@ -399,10 +401,12 @@ class _Runner:
         cfg = self.cfg
         rho = self.rho_at(step)
         if cfg.optimizer == "usam" and rho > 0:
-            return float(momentum_usam_edge(cfg.eta, rho, cfg.momentum, cfg.nesterov))
+            return float(momentum_usam_edge(eta=cfg.eta, r=rho, beta=cfg.momentum, nesterov=cfg.nesterov))
         if math.isnan(grad_norm):
             return math.nan
-        return float(momentum_sam_edge(grad_norm, cfg.eta, rho, cfg.momentum, cfg.nesterov))
+        return float(
+            momentum_sam_edge(eta=cfg.eta, rho=rho, beta=cfg.momentum, nesterov=cfg.nesterov, grad_norm=grad_norm)
+        )
 
     def collapse_of(self, lam1: float, grad_norm: float, step: int) -> float:
         """``Lambda = (eta_eff/2) lam1 (1 + rho lam1/||g||)``, exactly 1 on the edge of the update of ``step``.
@@ -413,10 +417,10 @@ class _Runner:
         if not (math.isfinite(lam1) and math.isfinite(grad_norm)) or lam1 < 0:
             return math.nan
         if self.cfg.optimizer == "usam" and rho > 0:
-            return float(collapse_variable(lam1, 1.0, self.eta_eff, rho))
+            return float(collapse_variable(eta=self.eta_eff, rho=rho, grad_norm=1.0, lam1=lam1))
         if rho > 0 and grad_norm == 0:
             return math.nan
-        return float(collapse_variable(lam1, grad_norm if rho > 0 else 1.0, self.eta_eff, rho))
+        return float(collapse_variable(eta=self.eta_eff, rho=rho, grad_norm=grad_norm if rho > 0 else 1.0, lam1=lam1))
 
     # -- measurement ------------------------------------------------------------------------
     def measure(self, step: int) -> tuple[list[dict], dict[str, torch.Tensor]]:
@@ -513,10 +517,16 @@ class _Runner:
         row.update(
             grad_norm=g_norm,
             sam_grad_norm=float(global_norm(g_upd)),
-            sam_edge=float(sam_edge(g_norm, cfg.eta, cfg.rho)) if cfg.optimizer != "usam" and finite_g else math.nan,
+            sam_edge=float(sam_edge(eta=cfg.eta, rho=cfg.rho, grad_norm=g_norm))
+            if cfg.optimizer != "usam" and finite_g
+            else math.nan,
             edge=self.edge_of(g_norm, step),
             gd_edge=float(gd_edge(cfg.eta)),
-            alpha=math.inf if cfg.rho == 0 else float(alpha(g_norm, cfg.eta, cfg.rho)) if finite_g else math.nan,
+            alpha=math.inf
+            if cfg.rho == 0
+            else float(alpha(eta=cfg.eta, rho=cfg.rho, grad_norm=g_norm))
+            if finite_g
+            else math.nan,
         )
         for i in range(cfg.k):
             row[f"lambda_{i + 1}"] = float(res.eigenvalues[i])
