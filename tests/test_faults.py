@@ -11,12 +11,14 @@ signals to real processes.
 
 from __future__ import annotations
 
+import errno
 import functools
 import itertools
 import json
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -625,3 +627,102 @@ def test_config_errors_raise_before_anything_exists(tmp_path):
     with pytest.raises(ConfigError, match="max_seconds"):
         train.run(_cfg(), root=tmp_path, max_seconds=0)
     assert not any(tmp_path.iterdir())
+
+
+# -- issue 19: a full disk, file modes ------------------------------------------------------------------------------
+
+
+class _NoSpaceFile:
+    """A temporary file on a full disk: every write fails with ENOSPC (what the kernel answers a full file system)."""
+
+    def __init__(self, f) -> None:
+        self.f = f
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def _fill_disk_after(monkeypatch, root: Path, commits: int):
+    """From the ``commits + 1``-th commit on, checkpoints written under ``root`` find the disk full."""
+    done: list[int] = []
+    real_fdopen = os.fdopen
+
+    def fdopen(fd, *args, **kw):
+        f = real_fdopen(fd, *args, **kw)
+        try:
+            name = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return f
+        full = len(done) >= commits and name.startswith(str(root)) and Path(name).name.startswith(".checkpoint.pt.")
+        return _NoSpaceFile(f) if full else f
+
+    old = rf.set_fault_hook(lambda name: done.append(1) if name == "checkpoint:done" else None)
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 50_000, 50_000))
+    return done, old
+
+
+def test_full_disk_is_one_line_exit_6_keeps_the_last_commit_and_resumes(tmp_path, cached_mnist, capsys, monkeypatch):
+    """issue 19, item 1: a traceback, exit 1 and a status stuck at "running" became one line, exit 6, a kept commit."""
+    cfg = _cfg()
+    ref = train.run(cfg, root=tmp_path / "ref", progress=False)
+    root = tmp_path / "full"
+    done, old_hook = _fill_disk_after(monkeypatch, root, commits=3)
+    try:
+        code, _, err = _cli(_cli_args(root, "--set", "checkpoint_every=1"), capsys)
+    finally:
+        rf.set_fault_hook(old_hook)
+    line = _one_line(err)
+    folder = root / cfg.run_name()
+    assert code == cli.EXIT_FOLDER, err
+    assert line.startswith(f"samedge-run: run folder error: no space left on the file system of {folder}: writing ")
+    assert "checkpoint.pt needs about" in line and "0.05 MB is" in line and "continues from that commit" in line
+    status = json.loads((folder / rf.STATUS).read_text())
+    assert status["state"] == "interrupted" and status["reason"].startswith("no space left")
+    assert status["stopped_at"] == status["steps_done"] > 0  # the last commit that was written whole
+    assert not list(folder.glob(".*.tmp")), "a temporary file of the failed write was left behind"
+    _assert_consistent_prefix(ref, folder)
+    assert rf.load_run(folder).state == "interrupted"
+    monkeypatch.undo()  # space again: the same command continues from that commit
+    code, out, err = _cli(_cli_args(root), capsys)
+    assert code == 0 and '"state": "finished"' in out, err
+    res = rf.load_run(folder)
+    assert res.provenance["sessions"][-1]["from_step"] == status["steps_done"]
+    _assert_same_run(ref, res)
+
+
+def test_full_tmpfs_is_one_line_exit_6_and_resumes_with_space(tmp_path, cached_mnist):
+    """The issue's own drill on a real file system: a small tmpfs fills up mid-run, then is given space."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (the patched writer above tests the same without one)")
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("this machine does not let root mount a tmpfs")
+    try:
+        cfg = _cfg()
+        ref = train.run(cfg, root=tmp_path / "ref", progress=False)
+        proc = _cli_process(mnt)
+        _, err = proc.communicate(timeout=300)
+        line = _one_line(err.decode())
+        assert proc.returncode == cli.EXIT_FOLDER, err.decode()
+        assert f"no space left on the file system of {mnt / cfg.run_name()}" in line and "needs about" in line
+        status = json.loads((mnt / cfg.run_name() / rf.STATUS).read_text())
+        assert status["state"] == "interrupted" and status["steps_done"] < cfg.steps
+        _assert_consistent_prefix(ref, mnt / cfg.run_name())
+        subprocess.run(["mount", "-o", "remount,size=20m", str(mnt)], check=True)
+        proc = _cli_process(mnt)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()
+        _assert_same_run(ref, rf.load_run(mnt / cfg.run_name()))
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)

@@ -20,7 +20,8 @@ Every error a user can cause ends with one line on stderr and one of these exit 
 3     diverged (also when a diverged run is loaded again); the rows up to the divergence are kept
 4     the run folder is in use by another process (wait for it, or use ``--wait``)
 5     data or device error: dataset missing or corrupt, no GPU, out of memory
-6     the run folder cannot be used: a damaged or foreign file, another configuration, no write access
+6     the run folder cannot be used: a damaged or foreign file, another configuration, no write access, a full
+      file system (the line says how much space a commit needs; the last commit is kept: rerun with space)
 7     torchrun: a process could not join the others, or ended while they computed (its own line says why)
 75    stopped by ``--max-seconds`` before the end; run the same command again to continue
 130   interrupted (Ctrl-C or SIGTERM) after saving the last completed step; run again to continue

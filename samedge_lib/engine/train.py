@@ -906,6 +906,25 @@ def _deliver(result: RunResult, raise_on_divergence: bool) -> RunResult:
     return result
 
 
+def _stopped_by_full_disk(path: Path, err: rf.DiskFullError, comm: Any) -> None:
+    """After a commit that found no space: say so in ``status.json`` (small; it may still fit), keeping the last commit.
+
+    The status keeps the row counts of the last commit that was written whole, so a reader still sees exactly those
+    rows; the state becomes ``interrupted`` (the same command continues once there is space) with the reason.
+    """
+    comm.own_error(err)
+    if not comm.is_writer:
+        return
+    with contextlib.suppress(Exception):
+        status = rf.read_status(path)
+        if status and status.get("state") not in rf.TERMINAL_STATES:
+            reason = str(err).split(";")[0]
+            status.update(
+                state="interrupted", stopped_at=status.get("steps_done"), reason=reason, updated_utc=rf.now_utc()
+            )
+            rf.atomic_write_json(path / rf.STATUS, status)
+
+
 def _check_budget(stop_after: int | None, max_seconds: float | None) -> None:
     if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 0):
         raise ConfigError(f"stop_after={stop_after!r} must be an integer >= 0")
@@ -1030,6 +1049,9 @@ def run(
             ) from None
         except Exception as err:
             runner.rollback()
+            if isinstance(err, rf.DiskFullError):  # a "failed" commit would not fit either; the last one stands
+                _stopped_by_full_disk(path, err, comm)
+                raise
             oom = isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError))
             reason = ("out of memory: " if oom else "") + _first_line(err)
             with contextlib.suppress(Exception):
@@ -1044,5 +1066,9 @@ def run(
                 ) from None
             comm.own_error(err)
             raise
-        runner.commit(final["state"], **{k: v for k, v in final.items() if k != "state"})
+        try:
+            runner.commit(final["state"], **{k: v for k, v in final.items() if k != "state"})
+        except rf.DiskFullError as err:
+            _stopped_by_full_disk(path, err, comm)
+            raise
     return _deliver(comm.on_writer(lambda: load_run(path)), raise_on_divergence)

@@ -36,6 +36,7 @@ import json
 import math
 import os
 import pickle
+import shutil
 import signal
 import tempfile
 import threading
@@ -79,6 +80,10 @@ class RunFolderError(RuntimeError):
 
 class RunLockedError(RuntimeError):
     """Another process holds the run folder's lock (it is computing this run right now)."""
+
+
+class DiskFullError(RunFolderError):
+    """A file did not fit on the run folder's file system; the folder's last commit is intact (see the message)."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -184,10 +189,14 @@ def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
 
     The bytes go to a unique temporary file next to ``path`` (so two writers never share one), which is
     flushed, ``fsync``'d and renamed over ``path``; then the folder is ``fsync``'d. On any error the
-    temporary file is removed and ``path`` is untouched.
+    temporary file is removed and ``path`` is untouched; a full file system (or quota) raises
+    :class:`DiskFullError`, which says how much space the write needs.
     """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise _disk_full(path, write, err) or err from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -196,12 +205,76 @@ def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
             os.fsync(f.fileno())
         fault_point(f"{path.name}:synced")
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
+        full = _disk_full(path, write, err)
+        if full is not None:
+            raise full from None
         raise
     fault_point(f"{path.name}:renamed")
     fsync_dir(path.parent)
+
+
+#: ``errno`` values of a full file system or an exhausted quota.
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class _CountingSink:
+    """A binary "file" that keeps nothing and counts the bytes written to it (the size a write needs)."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _no_space(err: BaseException | None) -> bool:
+    """Whether ``err`` or an error it arose from is a full file system (``torch.save`` wraps it in a RuntimeError)."""
+    seen = 0
+    while err is not None and seen < 8:
+        if isinstance(err, OSError) and err.errno in NO_SPACE_ERRNOS:
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
+def _megabytes(n: float) -> str:
+    return f"{n / 1e6:.2f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
+
+
+def _disk_full(path: Path, write: Callable[[Any], None], err: BaseException) -> DiskFullError | None:
+    """The one-line error for a write of ``path`` that found no space (``None`` when ``err`` is something else).
+
+    It names the folder, what the write needs (measured by writing to a counting sink) and what is free. A commit
+    writes ``checkpoint.pt`` beside the old one, so a commit needs at least the checkpoint's size free.
+    """
+    if not _no_space(err):
+        return None
+    folder = path.parent
+    sink = _CountingSink()
+    try:
+        write(sink)
+        need = sink.size
+    except Exception:  # noqa: BLE001 -- the size is a courtesy; the error is reported without it
+        need = 0
+    with contextlib.suppress(OSError):
+        need = max(need, (folder / CHECKPOINT).stat().st_size)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = 0
+    short = max(need - free, 0) + 1_000_000  # and a megabyte for the tables and records around it
+    return DiskFullError(
+        f"no space left on the file system of {folder}: writing {path.name} needs about {_megabytes(need)} free, "
+        f"{_megabytes(free)} is; the folder's last commit is intact. Free at least {_megabytes(short)} there (or "
+        f"choose another --root) and run the same command again: it continues from that commit"
+    )
 
 
 def atomic_write_text(path: Path, text: str) -> None:
