@@ -726,3 +726,19 @@ def test_full_tmpfs_is_one_line_exit_6_and_resumes_with_space(tmp_path, cached_m
         _assert_same_run(ref, rf.load_run(mnt / cfg.run_name()))
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o002, 0o664), (0o022, 0o644), (0o077, 0o600)])
+def test_run_folder_files_get_the_umask_not_0600(tmp_path, cached_mnist, umask, mode):
+    """issue 19, item 6: every file of a run folder was 0600 (the temporary file's mode) whatever the umask."""
+    cfg = _cfg()
+    old = os.umask(umask)
+    try:
+        part = train.run(cfg, root=tmp_path, progress=False, stop_after=3)
+        res = train.run(cfg, root=tmp_path, progress=False)
+    finally:
+        os.umask(old)
+    files = sorted(p for p in part.path.iterdir() if p.is_file())
+    assert {p.name for p in files} >= {rf.CONFIG, rf.CHECKPOINT, rf.STATUS, rf.STEPS, rf.MEASUREMENTS, rf.LOCK}
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(mode) for p in files}
+    _assert_same_run(train.run(cfg, root=tmp_path / "ref", progress=False), res)

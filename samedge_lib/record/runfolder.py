@@ -190,7 +190,8 @@ def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
     The bytes go to a unique temporary file next to ``path`` (so two writers never share one), which is
     flushed, ``fsync``'d and renamed over ``path``; then the folder is ``fsync``'d. On any error the
     temporary file is removed and ``path`` is untouched; a full file system (or quota) raises
-    :class:`DiskFullError`, which says how much space the write needs.
+    :class:`DiskFullError`, which says how much space the write needs. The file gets the permissions of any new
+    file (``0666`` less the umask), not the temporary file's ``0600``.
     """
     path = Path(path)
     try:
@@ -198,6 +199,7 @@ def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
     except OSError as err:
         raise _disk_full(path, write, err) or err from None
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 would hide the run from the user's group
         with os.fdopen(fd, "wb") as f:
             write(f)
             fault_point(f"{path.name}:written")
@@ -214,6 +216,17 @@ def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
         raise
     fault_point(f"{path.name}:renamed")
     fsync_dir(path.parent)
+
+
+def current_umask() -> int:
+    """The process's umask (the permission bits new files must not have), read without changing it where possible."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # no /proc: set and restore (another thread creating a file meanwhile gets 022)
+    os.umask(mask)
+    return mask
 
 
 #: ``errno`` values of a full file system or an exhausted quota.
@@ -325,7 +338,7 @@ def locked(folder: Path, *, wait: bool = False, on_wait: Callable[[str], None] |
     try:
         folder.mkdir(parents=True, exist_ok=True)
         lock_file = folder / LOCK
-        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)  # less the umask, as every file of the folder
     except OSError as err:
         why = err.strerror or err
         raise RunFolderError(f"cannot create the run folder {folder}: {why}; choose another --root") from None
