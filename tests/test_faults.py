@@ -557,6 +557,10 @@ def test_sigterm_commits_and_exits_130(tmp_path, data_dir):
         (["--steps", "1.5"], "invalid int value"),
         (["--steps", "0"], "steps=0 must be > 0"),
         (["--set", "n_train=70000"], "n_train=70000 must lie in [1, 60000]"),
+        # issue 19, item 2: these ended in a traceback (exit 1) at the first check and left a "failed" folder
+        (["--set", "k=100000", "--set", "lanczos_max_iter=100000"], "k=100000 exceeds the 26506 parameters"),
+        (["--set", "k=100000"], "k=100000 is more than lanczos_max_iter=80"),
+        (["--set", "lanczos_max_iter=1"], "k=2 is more than lanczos_max_iter=1"),
     ],
 )
 def test_invalid_input_is_one_line_exit_2(tmp_path, data_dir, capsys, args, words):

@@ -203,6 +203,7 @@ class _Runner:
 
         self.task: Task = comm.in_stages(load)  # one process per node first: it downloads missing data
         self._check_batches()
+        self._check_dimension()
         self.gen = torch.Generator().manual_seed(cfg.seed + 12345)
         self.params = self.task.params
         self.velocity: list[torch.Tensor] | None = None
@@ -277,6 +278,20 @@ class _Runner:
                     raise ConfigError(
                         f"micro_batch={cfg.micro_batch} must divide the {batch.size} examples of the {batch.label}"
                     )
+
+    def _check_dimension(self) -> None:
+        """What the configuration asks of the model that only the built model can tell: ``k`` Hessian eigenvalues.
+
+        Checked before the run folder exists and before any step, so a ``k`` beyond the number of parameters is one
+        line (``ConfigError``), not a traceback at the first check.
+        """
+        cfg = self.cfg
+        dim = sum(p.numel() for p in self.task.params)
+        if cfg.k > dim:
+            raise ConfigError(
+                f"k={cfg.k} exceeds the {dim} parameters of this {cfg.task} model: its Hessian has only {dim} "
+                f"eigenvalues; choose k <= {dim} (the presets track 1 to 3)"
+            )
 
     def _due(self, every: int, step: int) -> bool:
         """Whether a diagnostic asked for every ``every`` checks runs at the check of ``step`` (0: never)."""

@@ -223,7 +223,17 @@ class RunConfig:
         if not isinstance(self.tf32, bool):
             raise ConfigError(f"tf32 must be true or false, got {self.tf32!r}")
         self._validate_variants()
+        self._validate_solver()
         return self
+
+    def _validate_solver(self) -> None:
+        """What the tracker's Lanczos needs of its settings (the model's dimension is checked by the engine)."""
+        if self.lanczos_max_iter < self.k:
+            raise ConfigError(
+                f"k={self.k} is more than lanczos_max_iter={self.lanczos_max_iter}: Lanczos needs at least k "
+                f"Hessian-vector products per check to find k eigenvalues; set k <= {self.lanczos_max_iter} (the "
+                f"presets track 1 to 3; k is at most the model's parameter count) or lanczos_max_iter >= {self.k}"
+            )
 
     def _validate_variants(self) -> None:
         """Momentum, Nesterov and a late switch to SAM: the combinations the update rule defines."""
