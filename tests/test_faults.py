@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -746,3 +747,59 @@ def test_run_folder_files_get_the_umask_not_0600(tmp_path, cached_mnist, umask, 
     assert {p.name for p in files} >= {rf.CONFIG, rf.CHECKPOINT, rf.STATUS, rf.STEPS, rf.MEASUREMENTS, rf.LOCK}
     assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(mode) for p in files}
     _assert_same_run(train.run(cfg, root=tmp_path / "ref", progress=False), res)
+
+
+# -- issue 19: the Python API says what the command line says -----------------------------------------------------
+
+
+def _diverging_cfg():
+    """GD at a step far beyond 2/eta: the loss passes max_loss within a few steps, after the check at step 0."""
+    return preset_config(
+        "mnist", "smoke", eta=30.0, steps=20, measure_every=10, k=1, n_train=64, n_test=32, max_loss=1e3
+    )
+
+
+def test_api_warns_on_a_diverged_run_and_raises_when_asked(tmp_path, cached_mnist):
+    """issue 19, item 5: train.run() returned a diverged run without a word (the CLI exits 3 with a line)."""
+    cfg = _diverging_cfg()
+    with pytest.warns(train.RunDivergedWarning, match=r"diverged: training loss .* exceeds max_loss=1000") as seen:
+        res = train.run(cfg, root=tmp_path, progress=False)
+    assert res.state == "diverged" and "\n" not in str(seen[0].message)
+    assert seen[0].filename == __file__  # pointed at the caller, not at the library
+    with pytest.warns(train.RunDivergedWarning):  # loaded again: said again
+        train.run(cfg, root=tmp_path, progress=False)
+    with pytest.raises(train.RunDivergedError, match="smaller eta"):
+        train.run(cfg, root=tmp_path, progress=False, raise_on_divergence=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", rf.RunWarning)  # the documented switch: every API warning an error
+        with pytest.raises(train.RunDivergedWarning):
+            train.run(cfg, root=tmp_path, progress=False)
+
+
+def test_summary_of_a_diverged_run_has_the_loss_where_it_diverged(tmp_path, cached_mnist):
+    """issue 19, item 5: final_loss was the last check's loss, before the divergence."""
+    from samedge_lib.record.results import summarize
+
+    cfg = _diverging_cfg()
+    with pytest.warns(train.RunDivergedWarning):
+        res = train.run(cfg, root=tmp_path, progress=False)
+    with pytest.warns(rf.RunWarning, match=r"its final_loss is the training loss at step \d+") as seen:
+        s = summarize(res)
+    assert "\n" not in str(seen[0].message)
+    assert s["state"] == "diverged" and s["diverged_at_step"] == res.status["step"]
+    assert s["final_loss"] == res.steps["loss"].iloc[-1] > cfg.max_loss
+    assert s["last_check_step"] == 0 < s["final_loss_step"] == int(res.steps["step"].iloc[-1])
+    assert s["final_loss"] != res.measurements["loss"].iloc[-1]
+
+
+def test_preset_config_typos_name_the_field_they_meant():
+    """issue 19, item 5: preset_config(..., stepz=3) raised a bare TypeError; now the CLI's "did you mean"."""
+    from samedge_lib.record.config import UnknownFieldError
+
+    with pytest.raises(UnknownFieldError) as info:
+        preset_config("mnist", "smoke", stepz=3)
+    message = str(info.value)
+    assert message.startswith("preset_config: unknown field 'stepz' (did you mean 'steps'?); the fields are: task, eta")
+    assert "\n" not in message and isinstance(info.value, TypeError) and isinstance(info.value, ConfigError)
+    with pytest.raises(UnknownFieldError, match=r"RunConfig.replace: unknown field 'etta' \(did you mean 'eta'\?\)"):
+        _cfg().replace(etta=0.1)

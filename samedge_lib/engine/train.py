@@ -42,6 +42,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,7 @@ from samedge_lib.theory.updates import (
 __all__ = [
     "DeviceError",
     "RunDivergedError",
+    "RunDivergedWarning",
     "RunInterruptedError",
     "RunResult",
     "load_run",
@@ -109,6 +111,10 @@ _NOISE_COLUMNS = (
 
 class RunDivergedError(RuntimeError):
     """Raised by :func:`run` with ``raise_on_divergence=True`` when the loss becomes NaN/inf or too large."""
+
+
+class RunDivergedWarning(rf.RunWarning):
+    """:func:`run` returned a diverged run (``raise_on_divergence=False``); the message is the command line's line."""
 
 
 class RunInterruptedError(KeyboardInterrupt):
@@ -910,7 +916,10 @@ def _clear(path: Path) -> None:
 
 
 def _deliver(result: RunResult, raise_on_divergence: bool) -> RunResult:
-    """Return ``result``, or raise :class:`RunDivergedError` for a diverged run when asked (also when loaded)."""
+    """Return ``result``, or raise :class:`RunDivergedError` for a diverged run when asked (also when loaded).
+
+    A diverged run that is returned comes with a :class:`RunDivergedWarning` carrying the same message.
+    """
     if result.state == "diverged" and raise_on_divergence:
         cfg = result.config
         raise RunDivergedError(
@@ -918,7 +927,21 @@ def _deliver(result: RunResult, raise_on_divergence: bool) -> RunResult:
             f"measured up to then is kept in {result.path}. Try a smaller eta (now {cfg.eta:g}) or rho "
             f"(now {cfg.rho:g})."
         )
+    if result.state == "diverged":
+        _warn_diverged(result)
     return result
+
+
+def _warn_diverged(result: RunResult) -> None:
+    """The command line's divergence line (exit code 3), as a warning of the Python API."""
+    cfg = result.config
+    warnings.warn(
+        f"run {cfg.run_name()} diverged: {result.status.get('reason', 'no reason recorded')}; the run is returned "
+        f"with the rows up to then (raise_on_divergence=True raises instead). Try a smaller eta (now {cfg.eta:g}) "
+        f"or rho (now {cfg.rho:g})",
+        RunDivergedWarning,
+        stacklevel=4,
+    )
 
 
 def _stopped_by_full_disk(path: Path, err: rf.DiskFullError, comm: Any) -> None:
@@ -970,8 +993,10 @@ def run(
         data_dir: where the datasets are (default ``$SAMEDGE_DATA`` or the user cache).
         force: recompute even if a finished run of this configuration exists.
         progress: show a progress bar (steps, loss, last lambda1/edge).
-        raise_on_divergence: raise :class:`RunDivergedError` (after saving everything) instead of returning;
-            also when the diverged run is only loaded.
+        raise_on_divergence: raise :class:`RunDivergedError` (after saving everything) instead of returning
+            the run with a :class:`RunDivergedWarning`; also when the diverged run is only loaded.
+            ``warnings.simplefilter("error", samedge_lib.record.runfolder.RunWarning)`` turns every warning of
+            the API (a diverged run here, a diverged summary, stored runs that stopped early) into an error.
         stop_after: stop (with a commit) after this many steps; used to test resuming.
         max_seconds: stop (with a commit) once this call has run this long; call again to continue.
         wait: if another process is computing this run, wait for it (then load or resume) instead of raising

@@ -17,6 +17,7 @@ Presets (:func:`preset_config`):
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
@@ -64,6 +65,22 @@ LATER_FIELDS: dict[str, Any] = {
 
 class ConfigError(ValueError):
     """A run configuration field has a value that cannot be used."""
+
+
+class UnknownFieldError(ConfigError, TypeError):
+    """A field name :class:`RunConfig` does not have (also a ``TypeError``, as any unknown keyword argument is)."""
+
+
+def check_field_names(names: Any, where: str) -> None:
+    """Raise :class:`UnknownFieldError` for the first name that is not a field of :class:`RunConfig`, with the
+    closest field ("did you mean") and the list of fields, as the command line's ``--set`` does.
+    """
+    known = [f.name for f in dataclasses.fields(RunConfig)]
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UnknownFieldError(f"{where}: unknown field {name!r}{hint}; the fields are: {', '.join(known)}")
 
 
 def _choice(name: str, value: Any, allowed: tuple) -> None:
@@ -327,6 +344,7 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> RunConfig:
         """A validated copy with some fields changed."""
+        check_field_names(changes, "RunConfig.replace")
         return dataclasses.replace(self, **changes).validate()
 
 
@@ -432,6 +450,7 @@ def preset_config(task: str, preset: str, rho: float = 0.0, **overrides: Any) ->
     else:
         fields.setdefault("device", "cpu")
     fields.update(task=task, rho=float(rho), optimizer="gd" if rho == 0 else "sam")
+    check_field_names(overrides, "preset_config")
     fields.update(overrides)
     return RunConfig(**fields).validate()
 

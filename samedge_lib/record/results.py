@@ -15,6 +15,7 @@ The statistics are defined once here, with their rules stated, so every chapter,
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ import pandas as pd
 
 from samedge_lib.record.config import RunConfig
 from samedge_lib.record.provenance import REPO_ROOT
-from samedge_lib.record.runfolder import RunResult, load_run
+from samedge_lib.record.runfolder import RunResult, RunWarning, load_run
 
 #: Where paper-scale (GPU) runs are stored in the repository.
 STORED_RESULTS = REPO_ROOT / "results" / "paper"
@@ -144,7 +145,31 @@ def summarize(result: RunResult, data: str | None = None) -> dict:
     for key in ("test_loss", "test_accuracy", "accuracy"):
         if key in df:
             out[f"final_{key}"] = float(last[key])
+    if result.state == "diverged":
+        _divergence(result, out, int(last["step"]), float(last["loss"]))
     return out
+
+
+def _divergence(result: RunResult, out: dict, last_check: int, check_loss: float) -> None:
+    """A diverged run's summary: ``final_loss`` is the training loss where it diverged, not the last finite check's.
+
+    The other ``final_*`` numbers are of the last check (``last_check_step``); a :class:`RunWarning` says so, as the
+    command line reports a divergence (exit code 3).
+    """
+    steps = result.steps
+    loss, at = check_loss, last_check
+    if not steps.empty and int(steps["step"].iloc[-1]) >= last_check:  # the update that diverged, after that check
+        loss, at = float(steps["loss"].iloc[-1]), int(steps["step"].iloc[-1])
+    out.update(
+        final_loss=loss, final_loss_step=at, diverged_at_step=result.status.get("step"), last_check_step=last_check
+    )
+    warnings.warn(
+        f"run {result.config.run_name()} diverged at step {result.status.get('step', '?')} "
+        f"({result.status.get('reason', 'no reason recorded')}): its final_loss is the training loss at step {at} "
+        f"({loss:.4g}); final_lambda_1 and the other final_* numbers are of the last check, at step {last_check}",
+        RunWarning,
+        stacklevel=3,
+    )
 
 
 def stored_runs(root: str | Path = STORED_RESULTS) -> list[RunResult]:

@@ -82,6 +82,14 @@ class RunLockedError(RuntimeError):
     """Another process holds the run folder's lock (it is computing this run right now)."""
 
 
+class RunWarning(UserWarning):
+    """A result the Python API returns that the command line would report: a diverged run, a run that stopped early.
+
+    ``warnings.simplefilter("error", RunWarning)`` makes every such warning an error (``run(...,
+    raise_on_divergence=True)`` raises for a divergence alone).
+    """
+
+
 class DiskFullError(RunFolderError):
     """A file did not fit on the run folder's file system; the folder's last commit is intact (see the message)."""
 
