@@ -790,6 +790,7 @@ def test_summary_of_a_diverged_run_has_the_loss_where_it_diverged(tmp_path, cach
     assert s["final_loss"] == res.steps["loss"].iloc[-1] > cfg.max_loss
     assert s["last_check_step"] == 0 < s["final_loss_step"] == int(res.steps["step"].iloc[-1])
     assert s["final_loss"] != res.measurements["loss"].iloc[-1]
+    assert s["note"].startswith(f"diverged at step {res.status['step']} of {cfg.steps}")
 
 
 def test_preset_config_typos_name_the_field_they_meant():
@@ -803,3 +804,67 @@ def test_preset_config_typos_name_the_field_they_meant():
     assert "\n" not in message and isinstance(info.value, TypeError) and isinstance(info.value, ConfigError)
     with pytest.raises(UnknownFieldError, match=r"RunConfig.replace: unknown field 'etta' \(did you mean 'eta'\?\)"):
         _cfg().replace(etta=0.1)
+
+
+# -- issue 19: stored runs that stopped early say so --------------------------------------------------------------
+
+
+def test_stored_runs_that_stopped_early_say_where(tmp_path, cached_mnist):
+    """issue 19, item 8: results.stored_runs() returned interrupted runs with no sign."""
+    from samedge_lib.record import results
+
+    cfg = _cfg()
+    train.run(cfg.replace(seed=1), root=tmp_path, progress=False)  # a finished one beside it
+    train.run(cfg, root=tmp_path, progress=False, stop_after=3)
+    with pytest.warns(rf.RunWarning) as seen:
+        runs = results.stored_runs(tmp_path)
+    message = str(seen[0].message)
+    assert "\n" not in message
+    assert message == (
+        f"1 of 2 stored runs stopped early, and their numbers describe only the steps they reached: "
+        f"{cfg.run_name()}: interrupted at step 3 of {cfg.steps}"
+    )
+    early = next(r for r in runs if r.config == cfg)
+    assert early.stopped_early and early.state_note == f"interrupted at step 3 of {cfg.steps}"
+    assert not next(r for r in runs if r.config != cfg).stopped_early
+    summary = results.summarize(early)
+    assert summary["note"] == early.state_note and summary["steps_total"] == cfg.steps
+    assert results.stopped_early_note(runs) == message.replace(cfg.run_name(), f"`{cfg.run_name()}`")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(results.stored_runs(tmp_path, warn=False)) == 2  # the book's call: it shows the note instead
+    # and the folder still resumes to the uninterrupted run, after which nothing is said
+    _assert_same_run(
+        train.run(cfg, root=tmp_path / "ref", progress=False), train.run(cfg, root=tmp_path, progress=False)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not any(r.stopped_early for r in results.stored_runs(tmp_path))
+
+
+def test_the_book_shows_which_stored_runs_stopped_early(monkeypatch):
+    """The experiment chapters' stored-run section states it above the runs' numbers (no warning: stderr fails the
+    book), and the appendix's tracking-cost table has their state as its first column."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from samedge_lib.chapters import benchmark_report as br
+    from samedge_lib.chapters import chapter
+    from samedge_lib.record import results
+
+    runs = results.stored_runs(warn=False)
+    if not any(r.stopped_early for r in runs if r.config.task == "mnist"):
+        pytest.skip("no stored MNIST run stopped early")
+    shown = []
+    monkeypatch.setattr(chapter, "display", lambda obj, *a, **kw: shown.append(getattr(obj, "data", obj)))
+    monkeypatch.setattr(chapter, "show_table", lambda *a, **kw: None)
+    monkeypatch.setattr(chapter.plt, "show", lambda: None)
+    stored = {r.config.rho: r for r in runs if r.config.task == "mnist"}
+    ch = chapter.ExperimentChapter(3, "mnist", (), stored, 0.1, "paper")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", rf.RunWarning)
+        ch.show_stored()
+    notes = [s for s in shown if isinstance(s, str) and "stopped early" in s]
+    assert len(notes) == 1 and all(r.state_note in notes[0] for r in stored.values() if r.stopped_early)
+    table = br.tracking_cost_table(runs)
+    assert list(table.columns)[0] == "state" and "interrupted at step" in " ".join(table["state"])

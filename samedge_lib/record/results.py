@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,8 @@ def summarize(result: RunResult, data: str | None = None) -> dict:
         "wall_seconds": result.provenance.get("timings", {}).get("wall_seconds"),
         "device": result.provenance.get("device_name"),
     }
+    if result.state != "finished":
+        out.update(steps_total=cfg.steps, note=result.state_note)  # where it stopped, as the command line says
     if df.empty:
         return out
     last = df.iloc[-1]
@@ -172,9 +175,37 @@ def _divergence(result: RunResult, out: dict, last_check: int, check_loss: float
     )
 
 
-def stored_runs(root: str | Path = STORED_RESULTS) -> list[RunResult]:
-    """All paper-scale runs stored under ``results/paper`` (empty list if none)."""
+def stored_runs(root: str | Path = STORED_RESULTS, *, warn: bool = True) -> list[RunResult]:
+    """All paper-scale runs stored under ``results/paper`` (empty list if none).
+
+    A run that stopped early (``RunResult.stopped_early``: interrupted, failed, still running) is returned as it is,
+    with :attr:`~samedge_lib.record.runfolder.RunResult.state_note` saying at which step of how many; with ``warn``
+    a :class:`~samedge_lib.record.runfolder.RunWarning` lists them. The book passes ``warn=False`` and shows
+    :func:`stopped_early_note` instead (a warning would be a stderr line, which fails the build).
+    """
     root = Path(root)
     if not root.exists():
         return []
-    return [load_run(p) for p in sorted(root.iterdir()) if (p / "config.json").exists()]
+    runs = [load_run(p) for p in sorted(root.iterdir()) if (p / "config.json").exists()]
+    note = stopped_early_note(runs, markdown=False)
+    if warn and note:
+        warnings.warn(note, RunWarning, stacklevel=2)
+    return runs
+
+
+def stopped_early_note(runs: Iterable[RunResult], *, markdown: bool = True) -> str:
+    """One sentence naming the runs that stopped early and where (``""`` when every run finished or diverged).
+
+    The book shows it wherever stored runs are used (``chapter.ExperimentChapter.show_stored``, the appendix's
+    tracking-cost table): their numbers describe only the steps they reached.
+    """
+    runs = list(runs)
+    early = [r for r in runs if r.stopped_early]
+    if not early:
+        return ""
+    name = (lambda r: f"`{r.path.name}`") if markdown else (lambda r: r.path.name)
+    listed = "; ".join(f"{name(r)}: {r.state_note}" for r in early)
+    return (
+        f"{len(early)} of {len(runs)} stored runs stopped early, and their numbers describe only the steps they "
+        f"reached: {listed}"
+    )

@@ -575,6 +575,24 @@ class RunResult:
         """True when the run completed all its steps."""
         return self.state == "finished"
 
+    @property
+    def stopped_early(self) -> bool:
+        """True when the run neither finished nor diverged: interrupted, failed, still running, or never started.
+
+        Its tables describe only the steps it reached (:attr:`state_note` says which); the same command continues it.
+        """
+        return self.state not in TERMINAL_STATES
+
+    @property
+    def state_note(self) -> str:
+        """Where the run stands, in words: ``"interrupted at step 120 of 600 (reason)"``; ``""`` for a finished run."""
+        if self.finished:
+            return ""
+        done = self.status.get("step", self.status.get("stopped_at", self.status.get("steps_done", 0)))
+        reason = self.status.get("reason")
+        note = f"{self.state or 'not started'} at step {done} of {self.config.steps}"
+        return f"{note} ({reason})" if reason else note
+
 
 def read_config(folder: Path) -> RunConfig:
     """The configuration stored in ``folder/config.json`` (validated)."""
