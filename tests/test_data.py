@@ -557,7 +557,7 @@ def test_killed_download_leaves_nothing_that_breaks_the_next_call(
     digest = f"sha256:{_sha256(payload)}"
     target = tmp_path / "data"
     code = (
-        "from samedge_lib import data\n"
+        "from samedge_lib.engine import data\n"
         f"data.fetch(data.RemoteFile('tinyshakespeare/input.txt', (), ({digest!r},), 'test'), {str(target)!r})\n"
     )
     env = os.environ | {data.ENV_MIRROR: url + "slow/", "XDG_CACHE_HOME": str(tmp_path / "xdg-cache")}

@@ -602,6 +602,14 @@ def test_data_errors_are_one_line_exit_5(tmp_path, data_dir, capsys, monkeypatch
     code, _, err = _cli(_cli_args(tmp_path / "runs", "--data-dir", str(empty)), capsys)
     line = _one_line(err)
     assert code == cli.EXIT_DATA_DEVICE and "not available" in line and "Expected checksum" in line
+    # issue 19, item 7: the short fix first (the command that fetches it), the details after
+    assert line.index("Fix: run `python tools/fetch_data.py mnist --data-dir") < min(300, line.index("Details:"))
+    assert "(the folder given with --data-dir)" in line and "(now " not in line
+    monkeypatch.delenv("SAMEDGE_DATA", raising=False)
+    code, _, err = _cli(_cli_args(tmp_path / "runs"), capsys)
+    line = _one_line(err)
+    assert code == cli.EXIT_DATA_DEVICE
+    assert "(the per-user cache; $SAMEDGE_DATA is not set). Fix: run `python tools/fetch_data.py mnist` where" in line
     bad = tmp_path / "bad" / "MNIST" / "raw"
     bad.mkdir(parents=True)
     for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # runnable from a plain checkout, without installing the package
     sys.path.insert(0, str(REPO))
 
-from samedge_lib import data  # noqa: E402
+from samedge_lib.engine import data  # noqa: E402
 
 #: dataset name -> loader call (CIFAR-10: the paper's 1000-image subset; the archive brings every batch).
 LOADERS: dict[str, Callable[[str | None, bool], object]] = {

@@ -434,6 +434,20 @@ def _try_download(remote: RemoteFile, dirs: Sequence[Path], failures: list[str])
     return None
 
 
+#: The dataset names of ``tools/fetch_data.py`` for each :attr:`RemoteFile.dataset`.
+FETCH_NAMES = {"MNIST": "mnist", "CIFAR-10": "cifar10", "tiny_shakespeare": "shakespeare"}
+
+
+def _data_folder_words(folder: Path) -> str:
+    """Where ``folder`` came from, in the words of the command line: ``--data-dir``, ``$SAMEDGE_DATA`` or the cache."""
+    env = os.environ.get(ENV_DATA, "")
+    if env and os.path.abspath(Path(env).expanduser()) == os.path.abspath(folder):
+        return f"${ENV_DATA}"
+    if os.path.abspath(folder) == os.path.abspath(default_cache_dir()):
+        return f"the per-user cache; ${ENV_DATA} is not set"
+    return "the folder given with --data-dir"
+
+
 def _missing_error(
     remote: RemoteFile,
     dirs: Sequence[Path],
@@ -441,9 +455,24 @@ def _missing_error(
     download: bool,
     extra_places: Sequence[Path] = (),
 ) -> DataError:
-    looked = [d / remote.relpath for d in dirs] + list(extra_places)
-    lines = [f"{remote.dataset} file {remote.relpath!r} is not available.", "Looked for it at:"]
-    lines += [f"  {p}" for p in looked]
+    """The error for a file found nowhere: the short fix first (the command that fetches it, or where to put it),
+    the details after (every place looked at, every download tried, the checksum, the sources).
+    """
+    folder = dirs[0]
+    words = _data_folder_words(folder)
+    fetch_cmd = "python tools/fetch_data.py" + (
+        f" {FETCH_NAMES[remote.dataset]}" if remote.dataset in FETCH_NAMES else ""
+    )
+    if words.startswith("the folder given"):
+        fetch_cmd += f" --data-dir {folder}"
+    what = f"{remote.relpath.split('/')[0]}/" if not remote.urls else remote.relpath
+    lines = [
+        f"{remote.dataset} file {remote.relpath!r} is not available in {folder} ({words}).",
+        f"Fix: run `{fetch_cmd}` where there is network access, or put {what} into {folder}, or point --data-dir "
+        f"(or ${ENV_DATA}) at a data folder that has it.",
+        "Details: looked for it at:",
+    ]
+    lines += [f"  {p}" for p in [d / remote.relpath for d in dirs] + list(extra_places)]
     if failures:
         lines.append("Download attempts:")
         lines += [f"  {f}" for f in failures]
@@ -453,13 +482,12 @@ def _missing_error(
     sources = list(remote.urls) or list(CIFAR10_ARCHIVE.urls)
     hint = "download " + " or ".join(sources)
     if not remote.urls:
-        hint += f" and extract it into the data folder (it contains {remote.relpath.split('/')[0]}/)"
+        hint += f" and extract it into the data folder (it contains {what})"
     else:
         hint += f" and save it as <data folder>/{remote.relpath}"
     lines.append(
-        f"To provide it: {hint}; the data folder is data_dir=... or ${ENV_DATA} (now {dirs[0]}). "
-        f"With network access, download=True fetches it; ${ENV_MIRROR}=<base URL> uses a mirror laid out "
-        f"like a data folder."
+        f"By hand: {hint}. From Python: data_dir=... (download=True fetches it); ${ENV_MIRROR}=<base URL> uses a "
+        f"mirror laid out like a data folder."
     )
     return DataError("\n".join(lines))
 
