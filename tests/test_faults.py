@@ -562,6 +562,9 @@ def test_sigterm_commits_and_exits_130(tmp_path, data_dir):
         (["--set", "k=100000", "--set", "lanczos_max_iter=100000"], "k=100000 exceeds the 26506 parameters"),
         (["--set", "k=100000"], "k=100000 is more than lanczos_max_iter=80"),
         (["--set", "lanczos_max_iter=1"], "k=2 is more than lanczos_max_iter=1"),
+        # issue 19, item 7: --eta silently beat --set eta=...
+        (["--eta", "0.05", "--set", "eta=0.02"], "--eta 0.05 and --set eta=0.02 disagree; give eta once"),
+        (["--tf32", "--set", "tf32=false"], "--tf32 and --set tf32=False disagree; give tf32 once"),
     ],
 )
 def test_invalid_input_is_one_line_exit_2(tmp_path, data_dir, capsys, args, words):
@@ -876,3 +879,40 @@ def test_the_book_shows_which_stored_runs_stopped_early(monkeypatch):
     assert len(notes) == 1 and all(r.state_note in notes[0] for r in stored.values() if r.stopped_early)
     table = br.tracking_cost_table(runs)
     assert list(table.columns)[0] == "state" and "interrupted at step" in " ".join(table["state"])
+
+
+# -- issue 19, item 7: the smaller ones ------------------------------------------------------------------------
+
+
+def test_summary_json_has_null_not_nan(tmp_path, cached_mnist, capsys):
+    """The summary the command line prints is JSON: a statistic that does not exist is null, not NaN."""
+    code, out, _ = _cli(_cli_args(tmp_path), capsys)
+    assert code == 0
+    text = out.split("\n", 1)[1]  # after "run folder: ..."
+    summary = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the summary JSON"))
+    assert "NaN" not in text and summary["tracking_ratio"]["median"] is None  # a smoke run reaches no edge
+
+
+def test_minus_zero_rho_is_the_run_of_zero(tmp_path, cached_mnist, capsys):
+    """--rho -0.0 and --rho 0 were two runs (two hashes); now one folder, the second command loads it."""
+    args = [a for a in _cli_args(tmp_path) if a != "--rho" and a != "0.1"]
+    code, out0, _ = _cli([*args, "--rho", "0"], capsys)
+    code2, out1, _ = _cli([*args, "--rho", "-0.0"], capsys)
+    assert code == code2 == 0 and out0.splitlines()[0] == out1.splitlines()[0]
+    assert len(list(tmp_path.iterdir())) == 1
+    res = rf.load_run(tmp_path / out0.splitlines()[0].split("/")[-1])
+    assert len(res.provenance["sessions"]) == 1  # computed once, then loaded
+    assert preset_config("mnist", "smoke", rho=-0.0).rho == 0.0
+    cfg = preset_config("mnist", "smoke")
+    assert RunConfig(**{**cfg.to_dict(), "momentum": -0.0}).identity() == cfg.identity()
+
+
+def test_stored_run_folders_keep_their_hashes():
+    """Normalising -0.0 changed no existing identity: every stored run's folder still ends with its hash."""
+    from samedge_lib.record.results import stored_runs
+
+    runs = stored_runs(warn=False)
+    if not runs:
+        pytest.skip("no stored runs")
+    for res in runs:
+        assert res.path.name == res.config.run_name() and res.path.name.endswith(res.config.identity())

@@ -63,6 +63,15 @@ LATER_FIELDS: dict[str, Any] = {
 }
 
 
+def _plain_zeros(obj: Any) -> Any:
+    """``obj`` with every ``-0.0`` replaced by ``0.0`` (nothing else changes, so no other identity hash moves)."""
+    if isinstance(obj, dict):
+        return {k: _plain_zeros(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain_zeros(v) for v in obj]
+    return 0.0 if isinstance(obj, float) and obj == 0 else obj
+
+
 class ConfigError(ValueError):
     """A run configuration field has a value that cannot be used."""
 
@@ -322,7 +331,7 @@ class RunConfig:
         The fields of :data:`LATER_FIELDS` enter the hash only when they differ from their defaults, so a
         configuration that does not use them keeps the identity (and run folder) it had before they existed.
         """
-        d = self.to_dict()
+        d = _plain_zeros(self.to_dict())  # -0.0 is the run of 0.0 (``--rho -0.0`` is ``--rho 0``)
         for key in ("name", "checkpoint_every", "checkpoint_seconds", "device"):
             d.pop(key)
         for key, default in LATER_FIELDS.items():
@@ -449,7 +458,7 @@ def preset_config(task: str, preset: str, rho: float = 0.0, **overrides: Any) ->
         fields.setdefault("device", "auto")
     else:
         fields.setdefault("device", "cpu")
-    fields.update(task=task, rho=float(rho), optimizer="gd" if rho == 0 else "sam")
+    fields.update(task=task, rho=float(rho) + 0.0, optimizer="gd" if rho == 0 else "sam")  # + 0.0: -0.0 is 0.0
     check_field_names(overrides, "preset_config")
     fields.update(overrides)
     return RunConfig(**fields).validate()
