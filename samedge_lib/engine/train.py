@@ -944,6 +944,26 @@ def _warn_diverged(result: RunResult) -> None:
     )
 
 
+def _note_other_world(result: RunResult, comm: Any) -> None:
+    """Under torchrun: say so when the stored run it loads was computed by another number of processes.
+
+    The run folder is named by the configuration alone (a run resumes with any number of processes), so ``torchrun``
+    with 2 processes loads a one-process result of the same configuration; its numbers agree to float32 round-off.
+    """
+    if not comm.distributed or not comm.is_writer:
+        return
+    worlds = sorted({int(s.get("world_size", 1)) for s in result.provenance.get("sessions", [])}) or [1]
+    if worlds != [comm.world_size]:
+        by = " and ".join(map(str, worlds))
+        print(
+            f"samedge_lib.engine.train: loaded the {result.state} run {result.path}, computed by {by} process(es), not "
+            f"by these {comm.world_size} (the same configuration; the numbers agree to float32 round-off); --force "
+            f"recomputes it with {comm.world_size}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def _stopped_by_full_disk(path: Path, err: rf.DiskFullError, comm: Any) -> None:
     """After a commit that found no space: say so in ``status.json`` (small; it may still fit), keeping the last commit.
 
@@ -1034,6 +1054,7 @@ def run(
 
     done = comm.on_writer(stored)
     if done is not None:
+        _note_other_world(done, comm)
         return _deliver(done, raise_on_divergence)
     try:
         runner = _Runner(cfg, path, data_dir, progress, comm)
@@ -1068,6 +1089,7 @@ def run(
     with rf.writer_locked(path, comm, wait=wait, on_wait=note):
         done = comm.on_writer(prepare)
         if done is not None:
+            _note_other_world(done, comm)
             return _deliver(done, raise_on_divergence)
         if not runner.restore():
             status = comm.on_writer(stored_status)
