@@ -609,6 +609,8 @@ def test_data_errors_are_one_line_exit_5(tmp_path, data_dir, capsys, monkeypatch
     assert line.index("Fix: run `python tools/fetch_data.py mnist --data-dir") < min(300, line.index("Details:"))
     assert "(the folder given with --data-dir)" in line and "(now " not in line
     monkeypatch.delenv("SAMEDGE_DATA", raising=False)
+    # the default folder, not cached_mnist's copy (its cache would answer a call without --data-dir)
+    monkeypatch.setattr(data_mod, "load_mnist", getattr(data_mod.load_mnist, "__wrapped__", data_mod.load_mnist))
     code, _, err = _cli(_cli_args(tmp_path / "runs"), capsys)
     line = _one_line(err)
     assert code == cli.EXIT_DATA_DEVICE
