@@ -37,7 +37,7 @@ def measurements(
     """A measurement table of ``cfg`` whose ``lambda_1 / edge`` ramps to ``plateau`` at ``reach_frac * steps``."""
     steps = np.arange(0, cfg.steps + 1, cfg.measure_every)
     g = 1.0 * np.exp(-3 * steps / cfg.steps)  # a falling gradient norm
-    edge = np.full(len(steps), gd_edge(cfg.eta)) if cfg.rho == 0 else sam_edge(g, cfg.eta, cfg.rho)
+    edge = np.full(len(steps), gd_edge(cfg.eta)) if cfg.rho == 0 else sam_edge(eta=cfg.eta, rho=cfg.rho, grad_norm=g)
     lam1 = ramp(steps.astype(float), start, plateau, reach_frac * cfg.steps) * edge
     loss = 2.0 * np.exp(np.log(loss_end / 2.0) * steps / cfg.steps)
     df = pd.DataFrame(
@@ -53,7 +53,7 @@ def measurements(
             "sam_edge": edge if cfg.rho > 0 else np.nan,
             "edge": edge,
             "gd_edge": gd_edge(cfg.eta),
-            "alpha": alpha(g, cfg.eta, cfg.rho) if cfg.rho > 0 else np.inf,
+            "alpha": alpha(eta=cfg.eta, rho=cfg.rho, grad_norm=g) if cfg.rho > 0 else np.inf,
             "lambda_1": lam1,
             "residual_1": 1e-5,
             "lanczos_matvecs": 10,

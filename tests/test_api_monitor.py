@@ -92,13 +92,22 @@ def test_chunks_and_a_dataloader_give_the_full_batchs_numbers():
     ("make", "edge"),
     [
         (lambda ps: torch.optim.SGD(ps, lr=0.1), lambda g: edges.gd_edge(0.1)),
-        (lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9), lambda g: edges.momentum_sam_edge(g, 0.1, 0.0, 0.9)),
-        (lambda ps: SAM(ps, torch.optim.SGD, rho=0.05, lr=0.1), lambda g: edges.sam_edge(g, 0.1, 0.05)),
+        (
+            lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
+            lambda g: edges.momentum_sam_edge(grad_norm=g, eta=0.1, rho=0.0, beta=0.9),
+        ),
+        (
+            lambda ps: SAM(ps, torch.optim.SGD, rho=0.05, lr=0.1),
+            lambda g: edges.sam_edge(grad_norm=g, eta=0.1, rho=0.05),
+        ),
         (
             lambda ps: SAM(ps, torch.optim.SGD, rho=0.05, lr=0.1, momentum=0.8, nesterov=True),
-            lambda g: edges.momentum_sam_edge(g, 0.1, 0.05, 0.8, nesterov=True),
+            lambda g: edges.momentum_sam_edge(grad_norm=g, eta=0.1, rho=0.05, beta=0.8, nesterov=True),
         ),
-        (lambda ps: SAM(ps, torch.optim.SGD, rho=0.3, lr=0.1, normalized=False), lambda g: edges.usam_edge(0.1, 0.3)),
+        (
+            lambda ps: SAM(ps, torch.optim.SGD, rho=0.3, lr=0.1, normalized=False),
+            lambda g: edges.usam_edge(eta=0.1, r=0.3),
+        ),
     ],
     ids=["gd", "heavy-ball", "sam", "sam-nesterov", "usam"],
 )

@@ -47,7 +47,7 @@ def table(
         kinds = ["minibatch", "full"] if cfg.batch_size else ["full"]
         for kind in kinds:
             norm = g_b if kind == "minibatch" else g
-            edge = 2 / ETA if cfg.rho == 0 else float(sam_edge(norm, ETA, cfg.rho))
+            edge = 2 / ETA if cfg.rho == 0 else float(sam_edge(eta=ETA, rho=cfg.rho, grad_norm=norm))
             lam = (ratio if kind == kinds[0] else full_ratio) * edge
             row = {
                 "step": int(step),
@@ -162,7 +162,7 @@ def test_edge_inflation_compares_measured_with_predicted():
     res = rs.sam[25]
     df = res.measurements.copy()
     full = df["data"] == "full"
-    df.loc[full, "edge"] = sam_edge(df.loc[full, "grad_norm"].to_numpy() / 3, ETA, RHO)
+    df.loc[full, "edge"] = sam_edge(eta=ETA, rho=RHO, grad_norm=df.loc[full, "grad_norm"].to_numpy() / 3)
     bad = cs.StochasticRunSet("live", "x", rs.runs, RHO, None, sam={**rs.sam, 25: result(res.config, df)}, n_train=N)
     assert verdict(bad, "edge_inflation")[0] is cl.Verdict.FAILS
 
@@ -200,7 +200,9 @@ def test_drift_share():
 
 def test_trace_versus_lambda_needs_the_reversal_at_the_full_batch():
     sgd = {1000: {"trace_h": 100.0}, 25: {"trace_h": 100.0}}
-    lam = float(sam_edge(0.02, ETA, RHO)) / (2 / ETA)  # SAM's lambda_1 against SGD's, at both batch sizes
+    lam = float(sam_edge(eta=ETA, rho=RHO, grad_norm=0.02)) / (
+        2 / ETA
+    )  # SAM's lambda_1 against SGD's, at both batch sizes
     rs = runset(sgd=sgd, sam={25: {"trace_h": 60.0}, 1000: {"trace_h": 80.0}})
     v, value, detail = verdict(rs, "trace_vs_lambda")  # at B = 25 the trace falls less than lambda_1
     assert v is cl.Verdict.FAILS and value == pytest.approx(0.6 / lam) and "tr H ×0.6" in detail

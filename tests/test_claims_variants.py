@@ -37,9 +37,9 @@ def table(
             "grad_norm": g,
             "lambda_1": lam1,
             "edge": edge,
-            "sam_edge": sam_edge(g, cfg.eta, rho) if cfg.optimizer != "usam" else np.nan,
+            "sam_edge": sam_edge(eta=cfg.eta, rho=rho, grad_norm=g) if cfg.optimizer != "usam" else np.nan,
             "gd_edge": gd_edge(cfg.eta),
-            "alpha": alpha(g, cfg.eta, cfg.rho) if cfg.rho > 0 else np.inf,
+            "alpha": alpha(eta=cfg.eta, rho=cfg.rho, grad_norm=g) if cfg.rho > 0 else np.inf,
             "align_g": 0.9,
         }
     )
@@ -62,13 +62,13 @@ def with_init(lam1: np.ndarray, above: float = 1.3) -> np.ndarray:
 
 def sam(rho: float, factor: float = 1.0, eta: float = 1.25) -> RunResult:
     cfg = preset_config("mnist", "cpu", rho=rho, eta=eta, k=1, official_every=0)
-    edge = sam_edge(G, eta, rho)
+    edge = sam_edge(eta=eta, rho=rho, grad_norm=G)
     return result(cfg, table(cfg, with_init(factor * edge), edge))
 
 
 def usam(r: float, slope: float = 0.0) -> RunResult:
     cfg = preset_config("mnist", "cpu", rho=r, optimizer="usam", k=1, official_every=0)
-    e_u = float(usam_edge(cfg.eta, r))
+    e_u = float(usam_edge(eta=cfg.eta, r=r))
     lam = e_u * (G / G[-1]) ** slope / (G[len(G) // 2] / G[-1]) ** slope  # on the edge mid-run
     return result(cfg, table(cfg, with_init(lam), np.full(len(G), e_u)))
 
@@ -126,7 +126,7 @@ def test_e1_claims_follow_the_construction():
 def _momentum(beta: float, nesterov: bool, rho: float = 0.1) -> RunResult:
     eta = 1.25 * (1 + beta) / ((1 + 2 * beta) if nesterov else 1.0)
     cfg = preset_config("mnist", "cpu", rho=rho, eta=eta, momentum=beta, nesterov=nesterov, k=1, official_every=0)
-    edge = momentum_sam_edge(G, eta, rho, beta, nesterov)
+    edge = momentum_sam_edge(eta=eta, rho=rho, beta=beta, nesterov=nesterov, grad_norm=G)
     return result(cfg, table(cfg, with_init(edge), edge))
 
 
@@ -137,7 +137,9 @@ def test_momentum_claims_use_the_momentum_edge_and_reject_the_naive_one():
     assert set(v.values()) == {cl.Verdict.HOLDS}
     hb = rs.runs["sam+hb/0.8"]
     df = hb.measurements.iloc[1:]
-    naive = float(np.median(df["lambda_1"] / sam_edge(df["grad_norm"].to_numpy(), hb.config.eta, 0.1)))
+    naive = float(
+        np.median(df["lambda_1"] / sam_edge(eta=hb.config.eta, rho=0.1, grad_norm=df["grad_norm"].to_numpy()))
+    )
     assert cl.lookup(ev, "naive_rejected", "live").value == pytest.approx(
         min(naive, cv.edge_stats(rs.table("sam+nesterov/0.8"), "sam_edge")["median"])
     )
@@ -158,17 +160,17 @@ def _switch(growth_per_step: float, settle: float = 1.0) -> RunResult:
     cfg = preset_config("mnist", "cpu", rho=0.1, sam_start=300, measure_after_switch=6, k=1, official_every=0)
     steps = np.array(sorted({*STEPS.tolist(), *range(300, 306)}))
     g = np.full(len(steps), 0.03)
-    a = float(alpha(0.03, cfg.eta, 0.1))
+    a = float(alpha(eta=cfg.eta, rho=0.1, grad_norm=0.03))
     i0 = int(np.flatnonzero(steps == 300)[0])
     for j in range(1, 6):
         g[i0 + j] = 0.03 * growth_per_step**j
-    edge = np.where(steps < 300, 2 / cfg.eta, sam_edge(g, cfg.eta, 0.1))
+    edge = np.where(steps < 300, 2 / cfg.eta, sam_edge(eta=cfg.eta, rho=0.1, grad_norm=g))
     lam = np.where(steps >= 300, settle * edge, edge)
     return result(cfg, table(cfg, lam, edge, g=g, steps=steps)), a
 
 
 def test_switch_claims_measure_the_escape_rate():
-    run, a = _switch(float(switch_growth(alpha(0.03, 1.25, 0.1))))
+    run, a = _switch(float(switch_growth(alpha(eta=1.25, rho=0.1, grad_norm=0.03))))
     e = cv.escape(run.measurements, 300)
     assert e["alpha"] == pytest.approx(a) and e["first"] == pytest.approx(math.log(1 + 2 / a), rel=1e-12)
     rs = cv.VariantRuns("live", "", {"switch/0.1": run})
@@ -184,7 +186,7 @@ def test_switch_claims_measure_the_escape_rate():
 
 def _phase(eta: float, rho: float, factor: float = 1.0, g: np.ndarray = G) -> RunResult:
     cfg = preset_config("mnist", "cpu", rho=rho, eta=eta, k=1, official_every=0)
-    edge = sam_edge(g, eta, rho)
+    edge = sam_edge(eta=eta, rho=rho, grad_norm=g)
     return result(cfg, table(cfg, with_init(factor * edge), edge, g=g))
 
 

@@ -35,6 +35,7 @@ def test_paper_preset_is_the_official_setting():
         ({"steps": 0}, ["steps"]),
         ({"k": 2.5}, ["k", "integer"]),
         ({"loss": "cross_entropy"}, ["loss", "mse_mean"]),
+        ({"k": 3, "lanczos_max_iter": 2}, ["k=3 is more than lanczos_max_iter=2", "lanczos_max_iter >= 3"]),
     ],
 )
 def test_invalid_configs_name_field_and_allowed_values(changes, words):

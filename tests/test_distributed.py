@@ -153,6 +153,7 @@ def _launch(tmp: Path) -> dict:
         job("r22", lite, roots["r22"]),
         job("r23", lite, roots["r23"], stop_after=6),  # two, then three
         {"name": "cli-ok", "argv": ["--root", str(roots["w2"]), *_argv(lite)]},
+        {"name": "cli-loads-solo", "argv": ["--root", str(roots["ref"]), "--no-progress", *_argv(lite)]},
         {"name": "cli-bad", "argv": bad_argv},
         job("data-fails", lite, roots["bad"], fault={"kind": "data_fails", "rank": 1}),
         {
@@ -255,6 +256,16 @@ def test_the_command_line_prints_once(launches):
     lines = bad[0]["stderr"].splitlines()
     assert len(lines) == 1 and lines[0].startswith("samedge-run: invalid configuration:") and "n_train" in lines[0]
     assert bad[1]["stderr"] == ""
+
+
+def test_loading_a_one_process_result_says_so(launches):
+    """issue 19, item 7: torchrun silently loaded the finished one-process run of the same configuration."""
+    got = [launches[2][r]["jobs"]["cli-loads-solo"] for r in (0, 1)]
+    assert [g["exit"] for g in got] == [0, 0]
+    lines = got[0]["stderr"].splitlines()
+    assert len(lines) == 1 and lines[0].startswith("samedge_lib.engine.train: loaded the finished run ")
+    assert "computed by 1 process(es), not by these 2" in lines[0] and "--force recomputes it with 2" in lines[0]
+    assert got[1]["stderr"] == ""  # rank 0 alone says it
 
 
 def test_an_error_on_one_rank_ends_every_rank_with_its_message(launches):

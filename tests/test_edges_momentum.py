@@ -32,7 +32,7 @@ def test_momentum_edge_is_where_the_recursion_loses_stability(beta: float, neste
     rng = np.random.default_rng(int(100 * beta) + nesterov)
     for _ in range(20):
         eta, rho, g = 10 ** rng.uniform(-2, 0.5), 10 ** rng.uniform(-3, 0), 10 ** rng.uniform(-3, 1)
-        s = edges.momentum_sam_edge(g, eta, rho, beta, nesterov)
+        s = edges.momentum_sam_edge(eta=eta, rho=rho, beta=beta, nesterov=nesterov, grad_norm=g)
         for lam, stable in ((s * (1 - 1e-6), True), (s * (1 + 1e-6), False)):
             h = lam + rho * lam**2 / g  # the SAM curvature of that eigendirection at frozen ||g||
             r = spectral_radius(companion(h, eta, beta, nesterov))
@@ -40,10 +40,14 @@ def test_momentum_edge_is_where_the_recursion_loses_stability(beta: float, neste
 
 
 def test_beta_zero_and_rho_zero_limits():
-    assert edges.momentum_sam_edge(0.3, 0.5, 0.1, 0.0) == pytest.approx(edges.sam_edge(0.3, 0.5, 0.1), rel=1e-15)
-    assert edges.momentum_sam_edge(0.3, 0.5, 0.0, 0.9) == pytest.approx(2 * 1.9 / 0.5, rel=1e-15)
-    assert edges.momentum_sam_edge(0.3, 0.5, 0.0, 0.9, nesterov=True) == pytest.approx(2 * 1.9 / (0.5 * 2.8))
-    assert edges.momentum_usam_edge(0.5, 0.2, 0.0) == pytest.approx(edges.usam_edge(0.5, 0.2))
+    assert edges.momentum_sam_edge(eta=0.5, rho=0.1, beta=0.0, grad_norm=0.3) == pytest.approx(
+        edges.sam_edge(eta=0.5, rho=0.1, grad_norm=0.3), rel=1e-15
+    )
+    assert edges.momentum_sam_edge(eta=0.5, rho=0.0, beta=0.9, grad_norm=0.3) == pytest.approx(2 * 1.9 / 0.5, rel=1e-15)
+    assert edges.momentum_sam_edge(eta=0.5, rho=0.0, beta=0.9, nesterov=True, grad_norm=0.3) == pytest.approx(
+        2 * 1.9 / (0.5 * 2.8)
+    )
+    assert edges.momentum_usam_edge(eta=0.5, r=0.2, beta=0.0) == pytest.approx(edges.usam_edge(eta=0.5, r=0.2))
 
 
 @pytest.mark.parametrize(("beta", "nesterov"), [(0.5, False), (0.9, False), (0.9, True)])
@@ -59,20 +63,22 @@ def test_sam_with_momentum_settles_on_its_two_cycle(beta: float, nesterov: bool)
         s = lam * (w + rho * g / np.linalg.norm(g))
         v = beta * v + s
         w = w - eta * (s + beta * v if nesterov else v)
-    a = edges.momentum_two_cycle_amplitude(1.0, eta, rho, beta, nesterov)
+    a = edges.momentum_two_cycle_amplitude(eta=eta, rho=rho, beta=beta, nesterov=nesterov, lam1=1.0)
     assert abs(w[0]) == pytest.approx(a, rel=1e-9)
     assert abs(w[1]) < 1e-12
     g_norm = float(np.linalg.norm(lam * w))
-    assert edges.momentum_sam_edge(g_norm, eta, rho, beta, nesterov) == pytest.approx(1.0, rel=1e-9)
+    assert edges.momentum_sam_edge(eta=eta, rho=rho, beta=beta, nesterov=nesterov, grad_norm=g_norm) == pytest.approx(
+        1.0, rel=1e-9
+    )
 
 
 def test_collapse_variable_is_one_exactly_on_the_edge():
     rng = np.random.default_rng(0)
     g, eta, rho = 10 ** rng.uniform(-3, 1, 100), 10 ** rng.uniform(-2, 0.5, 100), 10 ** rng.uniform(-3, 0, 100)
-    s = edges.sam_edge(g, eta, rho)
-    assert np.max(np.abs(edges.collapse_variable(s, g, eta, rho) - 1)) < 1e-12
-    assert np.all(edges.collapse_variable(0.9 * s, g, eta, rho) < 1)
-    assert np.all(edges.collapse_variable(1.1 * s, g, eta, rho) > 1)
+    s = edges.sam_edge(eta=eta, rho=rho, grad_norm=g)
+    assert np.max(np.abs(edges.collapse_variable(eta=eta, rho=rho, grad_norm=g, lam1=s) - 1)) < 1e-12
+    assert np.all(edges.collapse_variable(eta=eta, rho=rho, grad_norm=g, lam1=0.9 * s) < 1)
+    assert np.all(edges.collapse_variable(eta=eta, rho=rho, grad_norm=g, lam1=1.1 * s) > 1)
 
 
 @pytest.mark.parametrize("a", [1e-4, 0.01, 0.5, 1.0, 8.1, 100.0])
@@ -81,7 +87,8 @@ def test_elasticity_is_the_log_derivative_of_the_edge(a: float):
     g = 2 * rho * a / eta
     d = 1e-5
     fd = (
-        math.log(edges.sam_edge(g * math.exp(d), eta, rho)) - math.log(edges.sam_edge(g * math.exp(-d), eta, rho))
+        math.log(edges.sam_edge(eta=eta, rho=rho, grad_norm=g * math.exp(d)))
+        - math.log(edges.sam_edge(eta=eta, rho=rho, grad_norm=g * math.exp(-d)))
     ) / (2 * d)
     assert edges.edge_elasticity(a) == pytest.approx(fd, rel=1e-7)
     assert 0 < edges.edge_elasticity(a) <= 0.5
@@ -92,4 +99,4 @@ def test_elasticity_is_the_log_derivative_of_the_edge(a: float):
 )
 def test_bad_momentum_is_refused(beta, nesterov, match):
     with pytest.raises(ValueError, match=match):
-        edges.momentum_sam_edge(0.1, 0.5, 0.1, beta, nesterov)
+        edges.momentum_sam_edge(eta=0.5, rho=0.1, beta=beta, nesterov=nesterov, grad_norm=0.1)

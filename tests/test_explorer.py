@@ -108,13 +108,13 @@ def test_explorer_matches_the_library(explorer_page, name):
     for key, log10 in (("eta", "eta"), ("rho", "rho"), ("gradNorm", "grad-norm")):  # the sliders did move
         assert rel(d[key], 10 ** float(setting[log10])) < 1e-12
 
-    edge = edges.sam_edge(g, eta, rho)
+    edge = edges.sam_edge(grad_norm=g, eta=eta, rho=rho)
     expected = {
         "edge": edge,
         "gd-edge": edges.gd_edge(eta),
-        "alpha": edges.alpha(g, eta, rho),
-        "ratio": edges.edge_ratio(edges.alpha(g, eta, rho)),
-        "multiplier": edges.sam_multiplier(lam, g, eta, rho),
+        "alpha": edges.alpha(grad_norm=g, eta=eta, rho=rho),
+        "ratio": edges.edge_ratio(edges.alpha(grad_norm=g, eta=eta, rho=rho)),
+        "multiplier": edges.sam_multiplier(lam=lam, grad_norm=g, eta=eta, rho=rho),
     }
     data_keys = {"edge": "edge", "gd-edge": "gdEdge", "alpha": "alpha", "ratio": "ratio", "multiplier": "multiplier"}
     for key, value in expected.items():

@@ -11,17 +11,20 @@ signals to real processes.
 
 from __future__ import annotations
 
+import errno
 import functools
 import itertools
 import json
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -555,6 +558,13 @@ def test_sigterm_commits_and_exits_130(tmp_path, data_dir):
         (["--steps", "1.5"], "invalid int value"),
         (["--steps", "0"], "steps=0 must be > 0"),
         (["--set", "n_train=70000"], "n_train=70000 must lie in [1, 60000]"),
+        # issue 19, item 2: these ended in a traceback (exit 1) at the first check and left a "failed" folder
+        (["--set", "k=100000", "--set", "lanczos_max_iter=100000"], "k=100000 exceeds the 26506 parameters"),
+        (["--set", "k=100000"], "k=100000 is more than lanczos_max_iter=80"),
+        (["--set", "lanczos_max_iter=1"], "k=2 is more than lanczos_max_iter=1"),
+        # issue 19, item 7: --eta silently beat --set eta=...
+        (["--eta", "0.05", "--set", "eta=0.02"], "--eta 0.05 and --set eta=0.02 disagree; give eta once"),
+        (["--tf32", "--set", "tf32=false"], "--tf32 and --set tf32=False disagree; give tf32 once"),
     ],
 )
 def test_invalid_input_is_one_line_exit_2(tmp_path, data_dir, capsys, args, words):
@@ -595,6 +605,16 @@ def test_data_errors_are_one_line_exit_5(tmp_path, data_dir, capsys, monkeypatch
     code, _, err = _cli(_cli_args(tmp_path / "runs", "--data-dir", str(empty)), capsys)
     line = _one_line(err)
     assert code == cli.EXIT_DATA_DEVICE and "not available" in line and "Expected checksum" in line
+    # issue 19, item 7: the short fix first (the command that fetches it), the details after
+    assert line.index("Fix: run `python tools/fetch_data.py mnist --data-dir") < min(300, line.index("Details:"))
+    assert "(the folder given with --data-dir)" in line and "(now " not in line
+    monkeypatch.delenv("SAMEDGE_DATA", raising=False)
+    # the default folder, not cached_mnist's copy (its cache would answer a call without --data-dir)
+    monkeypatch.setattr(data_mod, "load_mnist", getattr(data_mod.load_mnist, "__wrapped__", data_mod.load_mnist))
+    code, _, err = _cli(_cli_args(tmp_path / "runs"), capsys)
+    line = _one_line(err)
+    assert code == cli.EXIT_DATA_DEVICE
+    assert "(the per-user cache; $SAMEDGE_DATA is not set). Fix: run `python tools/fetch_data.py mnist` where" in line
     bad = tmp_path / "bad" / "MNIST" / "raw"
     bad.mkdir(parents=True)
     for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
@@ -625,3 +645,276 @@ def test_config_errors_raise_before_anything_exists(tmp_path):
     with pytest.raises(ConfigError, match="max_seconds"):
         train.run(_cfg(), root=tmp_path, max_seconds=0)
     assert not any(tmp_path.iterdir())
+
+
+# -- issue 19: a full disk, file modes ------------------------------------------------------------------------------
+
+
+class _NoSpaceFile:
+    """A temporary file on a full disk: every write fails with ENOSPC (what the kernel answers a full file system)."""
+
+    def __init__(self, f) -> None:
+        self.f = f
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def _fill_disk_after(monkeypatch, root: Path, commits: int):
+    """From the ``commits + 1``-th commit on, checkpoints written under ``root`` find the disk full."""
+    done: list[int] = []
+    real_fdopen = os.fdopen
+
+    def fdopen(fd, *args, **kw):
+        f = real_fdopen(fd, *args, **kw)
+        try:
+            name = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return f
+        full = len(done) >= commits and name.startswith(str(root)) and Path(name).name.startswith(".checkpoint.pt.")
+        return _NoSpaceFile(f) if full else f
+
+    old = rf.set_fault_hook(lambda name: done.append(1) if name == "checkpoint:done" else None)
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 50_000, 50_000))
+    return done, old
+
+
+def test_full_disk_is_one_line_exit_6_keeps_the_last_commit_and_resumes(tmp_path, cached_mnist, capsys, monkeypatch):
+    """issue 19, item 1: a traceback, exit 1 and a status stuck at "running" became one line, exit 6, a kept commit."""
+    cfg = _cfg()
+    ref = train.run(cfg, root=tmp_path / "ref", progress=False)
+    root = tmp_path / "full"
+    done, old_hook = _fill_disk_after(monkeypatch, root, commits=3)
+    try:
+        code, _, err = _cli(_cli_args(root, "--set", "checkpoint_every=1"), capsys)
+    finally:
+        rf.set_fault_hook(old_hook)
+    line = _one_line(err)
+    folder = root / cfg.run_name()
+    assert code == cli.EXIT_FOLDER, err
+    assert line.startswith(f"samedge-run: run folder error: no space left on the file system of {folder}: writing ")
+    assert "checkpoint.pt needs about" in line and "0.05 MB is" in line and "continues from that commit" in line
+    status = json.loads((folder / rf.STATUS).read_text())
+    assert status["state"] == "interrupted" and status["reason"].startswith("no space left")
+    assert status["stopped_at"] == status["steps_done"] > 0  # the last commit that was written whole
+    assert not list(folder.glob(".*.tmp")), "a temporary file of the failed write was left behind"
+    _assert_consistent_prefix(ref, folder)
+    assert rf.load_run(folder).state == "interrupted"
+    monkeypatch.undo()  # space again: the same command continues from that commit
+    code, out, err = _cli(_cli_args(root), capsys)
+    assert code == 0 and '"state": "finished"' in out, err
+    res = rf.load_run(folder)
+    assert res.provenance["sessions"][-1]["from_step"] == status["steps_done"]
+    _assert_same_run(ref, res)
+
+
+def test_full_tmpfs_is_one_line_exit_6_and_resumes_with_space(tmp_path, cached_mnist):
+    """The issue's own drill on a real file system: a small tmpfs fills up mid-run, then is given space."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (the patched writer above tests the same without one)")
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("this machine does not let root mount a tmpfs")
+    try:
+        cfg = _cfg()
+        ref = train.run(cfg, root=tmp_path / "ref", progress=False)
+        proc = _cli_process(mnt)
+        _, err = proc.communicate(timeout=300)
+        line = _one_line(err.decode())
+        assert proc.returncode == cli.EXIT_FOLDER, err.decode()
+        assert f"no space left on the file system of {mnt / cfg.run_name()}" in line and "needs about" in line
+        status = json.loads((mnt / cfg.run_name() / rf.STATUS).read_text())
+        assert status["state"] == "interrupted" and status["steps_done"] < cfg.steps
+        _assert_consistent_prefix(ref, mnt / cfg.run_name())
+        subprocess.run(["mount", "-o", "remount,size=20m", str(mnt)], check=True)
+        proc = _cli_process(mnt)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()
+        _assert_same_run(ref, rf.load_run(mnt / cfg.run_name()))
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o002, 0o664), (0o022, 0o644), (0o077, 0o600)])
+def test_run_folder_files_get_the_umask_not_0600(tmp_path, cached_mnist, umask, mode):
+    """issue 19, item 6: every file of a run folder was 0600 (the temporary file's mode) whatever the umask."""
+    cfg = _cfg()
+    old = os.umask(umask)
+    try:
+        part = train.run(cfg, root=tmp_path, progress=False, stop_after=3)
+        res = train.run(cfg, root=tmp_path, progress=False)
+    finally:
+        os.umask(old)
+    files = sorted(p for p in part.path.iterdir() if p.is_file())
+    assert {p.name for p in files} >= {rf.CONFIG, rf.CHECKPOINT, rf.STATUS, rf.STEPS, rf.MEASUREMENTS, rf.LOCK}
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(mode) for p in files}
+    _assert_same_run(train.run(cfg, root=tmp_path / "ref", progress=False), res)
+
+
+# -- issue 19: the Python API says what the command line says -----------------------------------------------------
+
+
+def _diverging_cfg():
+    """GD at a step far beyond 2/eta: the loss passes max_loss within a few steps, after the check at step 0."""
+    return preset_config(
+        "mnist", "smoke", eta=30.0, steps=20, measure_every=10, k=1, n_train=64, n_test=32, max_loss=1e3
+    )
+
+
+def test_api_warns_on_a_diverged_run_and_raises_when_asked(tmp_path, cached_mnist):
+    """issue 19, item 5: train.run() returned a diverged run without a word (the CLI exits 3 with a line)."""
+    cfg = _diverging_cfg()
+    with pytest.warns(train.RunDivergedWarning, match=r"diverged: training loss .* exceeds max_loss=1000") as seen:
+        res = train.run(cfg, root=tmp_path, progress=False)
+    assert res.state == "diverged" and "\n" not in str(seen[0].message)
+    assert seen[0].filename == __file__  # pointed at the caller, not at the library
+    with pytest.warns(train.RunDivergedWarning):  # loaded again: said again
+        train.run(cfg, root=tmp_path, progress=False)
+    with pytest.raises(train.RunDivergedError, match="smaller eta"):
+        train.run(cfg, root=tmp_path, progress=False, raise_on_divergence=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", rf.RunWarning)  # the documented switch: every API warning an error
+        with pytest.raises(train.RunDivergedWarning):
+            train.run(cfg, root=tmp_path, progress=False)
+
+
+def test_summary_of_a_diverged_run_has_the_loss_where_it_diverged(tmp_path, cached_mnist):
+    """issue 19, item 5: final_loss was the last check's loss, before the divergence."""
+    from samedge_lib.record.results import summarize
+
+    cfg = _diverging_cfg()
+    with pytest.warns(train.RunDivergedWarning):
+        res = train.run(cfg, root=tmp_path, progress=False)
+    with pytest.warns(rf.RunWarning, match=r"its final_loss is the training loss at step \d+") as seen:
+        s = summarize(res)
+    assert "\n" not in str(seen[0].message)
+    assert s["state"] == "diverged" and s["diverged_at_step"] == res.status["step"]
+    assert s["final_loss"] == res.steps["loss"].iloc[-1] > cfg.max_loss
+    assert s["last_check_step"] == 0 < s["final_loss_step"] == int(res.steps["step"].iloc[-1])
+    assert s["final_loss"] != res.measurements["loss"].iloc[-1]
+    assert s["note"].startswith(f"diverged at step {res.status['step']} of {cfg.steps}")
+
+
+def test_preset_config_typos_name_the_field_they_meant():
+    """issue 19, item 5: preset_config(..., stepz=3) raised a bare TypeError; now the CLI's "did you mean"."""
+    from samedge_lib.record.config import UnknownFieldError
+
+    with pytest.raises(UnknownFieldError) as info:
+        preset_config("mnist", "smoke", stepz=3)
+    message = str(info.value)
+    assert message.startswith("preset_config: unknown field 'stepz' (did you mean 'steps'?); the fields are: task, eta")
+    assert "\n" not in message and isinstance(info.value, TypeError) and isinstance(info.value, ConfigError)
+    with pytest.raises(UnknownFieldError, match=r"RunConfig.replace: unknown field 'etta' \(did you mean 'eta'\?\)"):
+        _cfg().replace(etta=0.1)
+
+
+# -- issue 19: stored runs that stopped early say so --------------------------------------------------------------
+
+
+def test_stored_runs_that_stopped_early_say_where(tmp_path, cached_mnist):
+    """issue 19, item 8: results.stored_runs() returned interrupted runs with no sign."""
+    from samedge_lib.record import results
+
+    cfg = _cfg()
+    train.run(cfg.replace(seed=1), root=tmp_path, progress=False)  # a finished one beside it
+    train.run(cfg, root=tmp_path, progress=False, stop_after=3)
+    with pytest.warns(rf.RunWarning) as seen:
+        runs = results.stored_runs(tmp_path)
+    message = str(seen[0].message)
+    assert "\n" not in message
+    assert message == (
+        f"1 of 2 stored runs stopped early, and their numbers describe only the steps they reached: "
+        f"{cfg.run_name()}: interrupted at step 3 of {cfg.steps}"
+    )
+    early = next(r for r in runs if r.config == cfg)
+    assert early.stopped_early and early.state_note == f"interrupted at step 3 of {cfg.steps}"
+    assert not next(r for r in runs if r.config != cfg).stopped_early
+    summary = results.summarize(early)
+    assert summary["note"] == early.state_note and summary["steps_total"] == cfg.steps
+    assert results.stopped_early_note(runs) == message.replace(cfg.run_name(), f"`{cfg.run_name()}`")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(results.stored_runs(tmp_path, warn=False)) == 2  # the book's call: it shows the note instead
+    # and the folder still resumes to the uninterrupted run, after which nothing is said
+    _assert_same_run(
+        train.run(cfg, root=tmp_path / "ref", progress=False), train.run(cfg, root=tmp_path, progress=False)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not any(r.stopped_early for r in results.stored_runs(tmp_path))
+
+
+def test_the_book_shows_which_stored_runs_stopped_early(monkeypatch):
+    """The experiment chapters' stored-run section states it above the runs' numbers (no warning: stderr fails the
+    book), and the appendix's tracking-cost table has their state as its first column."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from samedge_lib.chapters import benchmark_report as br
+    from samedge_lib.chapters import chapter
+    from samedge_lib.record import results
+
+    runs = results.stored_runs(warn=False)
+    if not any(r.stopped_early for r in runs if r.config.task == "mnist"):
+        pytest.skip("no stored MNIST run stopped early")
+    shown = []
+    monkeypatch.setattr(chapter, "display", lambda obj, *a, **kw: shown.append(getattr(obj, "data", obj)))
+    monkeypatch.setattr(chapter, "show_table", lambda *a, **kw: None)
+    monkeypatch.setattr(chapter.plt, "show", lambda: None)
+    stored = {r.config.rho: r for r in runs if r.config.task == "mnist"}
+    ch = chapter.ExperimentChapter(3, "mnist", (), stored, 0.1, "paper")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", rf.RunWarning)
+        ch.show_stored()
+    notes = [s for s in shown if isinstance(s, str) and "stopped early" in s]
+    assert len(notes) == 1 and all(r.state_note in notes[0] for r in stored.values() if r.stopped_early)
+    table = br.tracking_cost_table(runs)
+    assert list(table.columns)[0] == "state" and "interrupted at step" in " ".join(table["state"])
+
+
+# -- issue 19, item 7: the smaller ones ------------------------------------------------------------------------
+
+
+def test_summary_json_has_null_not_nan(tmp_path, cached_mnist, capsys):
+    """The summary the command line prints is JSON: a statistic that does not exist is null, not NaN."""
+    code, out, _ = _cli(_cli_args(tmp_path), capsys)
+    assert code == 0
+    text = out.split("\n", 1)[1]  # after "run folder: ..."
+    summary = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the summary JSON"))
+    assert "NaN" not in text and summary["tracking_ratio"]["median"] is None  # a smoke run reaches no edge
+
+
+def test_minus_zero_rho_is_the_run_of_zero(tmp_path, cached_mnist, capsys):
+    """--rho -0.0 and --rho 0 were two runs (two hashes); now one folder, the second command loads it."""
+    args = [a for a in _cli_args(tmp_path) if a != "--rho" and a != "0.1"]
+    code, out0, _ = _cli([*args, "--rho", "0"], capsys)
+    code2, out1, _ = _cli([*args, "--rho", "-0.0"], capsys)
+    assert code == code2 == 0 and out0.splitlines()[0] == out1.splitlines()[0]
+    assert len(list(tmp_path.iterdir())) == 1
+    res = rf.load_run(tmp_path / out0.splitlines()[0].split("/")[-1])
+    assert len(res.provenance["sessions"]) == 1  # computed once, then loaded
+    assert preset_config("mnist", "smoke", rho=-0.0).rho == 0.0
+    cfg = preset_config("mnist", "smoke")
+    assert RunConfig(**{**cfg.to_dict(), "momentum": -0.0}).identity() == cfg.identity()
+
+
+def test_stored_run_folders_keep_their_hashes():
+    """Normalising -0.0 changed no existing identity: every stored run's folder still ends with its hash."""
+    from samedge_lib.record.results import stored_runs
+
+    runs = stored_runs(warn=False)
+    if not runs:
+        pytest.skip("no stored runs")
+    for res in runs:
+        assert res.path.name == res.config.run_name() and res.path.name.endswith(res.config.identity())

@@ -106,3 +106,86 @@ def test_repo_path_is_independent_of_the_working_directory(tmp_path, monkeypatch
     assert (repo_path("results/benchmark") / ".").exists()
     assert repo_path(tmp_path / "x") == tmp_path / "x"
     assert repo_path("~/x") == Path(os.path.expanduser("~/x"))
+
+
+# -- issue 19, item 4: unknown parameters, non-finite values, one-line errors -----------------------------------------
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_numbers_are_named_as_such(value):
+    with pytest.raises(
+        NotebookParameterError, match=r"^parameter seed=\S+ is not finite; it must be a finite integer$"
+    ):
+        check_number("seed", value, minimum=0, integer=True)
+    with pytest.raises(NotebookParameterError, match=r"rhos\[0\]=\S+ is not finite; it must be a finite number"):
+        check_list("rhos", [value], item=lambda n, v: check_number(n, v, minimum=0))
+    # papermill's -y reads YAML's .nan as a float NaN, which compares false against every bound
+    with pytest.raises(NotebookParameterError, match=r"rhos\[0\]=nan is not finite"):
+        check_list("rhos", as_papermill_y("rhos: [.nan]")["rhos"], item=lambda n, v: check_number(n, v, minimum=0))
+
+
+def test_injected_names_come_from_papermills_injected_cell():
+    from samedge_lib.reading.notebook import injected_names
+
+    history = ["", "import os", 'preset: str = "cpu"\nsteps: int = 0', '# Parameters\npreset = "smoke"\nstepz = 5\n']
+    assert injected_names(history) == ["preset", "stepz"]
+    assert injected_names(history[:3]) == []  # run by hand: nothing injected, nothing to check
+
+
+def test_check_parameters_refuses_an_unknown_name_with_did_you_mean():
+    from samedge_lib.reading.notebook import check_parameters
+
+    ns = {
+        "__annotations__": {"preset": str, "steps": "int or None", "seed": int},
+        "In": ["", "# Parameters\npreset = 'smoke'\nstepz = 5\n"],
+    }
+    with pytest.raises(NotebookParameterError) as info:
+        check_parameters(ns)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("parameter 'stepz' is not a parameter of this notebook (did you mean 'steps'?)")
+    assert "its parameters are: preset, steps, seed" in message
+    ns["In"] = ["", "# Parameters\npreset = 'smoke'\nsteps = 5\n"]
+    assert check_parameters(ns) == ["preset", "steps"]
+
+
+def _papermill(tmp_path, *args: str) -> tuple[int, str, list]:
+    """papermill's command line on chapter 3 (it fails in its first checking cell, before anything is computed)."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "out.ipynb"
+    cmd = [sys.executable, "-m", "papermill", str(REPO / "notebooks" / "03_mnist_mlp.ipynb"), str(out), "-k", "python3"]
+    env = {**os.environ, "SAMEDGE_PROGRESS": "0", "SAMEDGE_RUNS": str(tmp_path / "runs")}
+    proc = subprocess.run([*cmd, "-p", "preset", "smoke", *args], capture_output=True, text=True, timeout=300, env=env)
+    errors = [
+        o for c in json.loads(out.read_text())["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"
+    ]
+    return proc.returncode, proc.stderr, errors
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["-p", "stepz", "5"],
+            "NotebookParameterError: parameter 'stepz' is not a parameter of this notebook (did you mean 'steps'?)",
+        ),
+        (
+            ["-y", "rhos: [.nan]"],
+            "NotebookParameterError: parameter rhos[0]=nan is not finite; it must be a finite number",
+        ),
+        (["-p", "steps", "abc"], "NotebookParameterError: parameter steps='abc' must be an integer"),
+    ],
+    ids=["misspelled name", "nan", "bad value"],
+)
+def test_a_bad_parameter_ends_the_notebook_with_its_one_line(tmp_path, args, line):
+    code, stderr, errors = _papermill(tmp_path, *args)
+    assert code == 1  # papermill's exit code for a failed cell
+    # the failing cell's error, as papermill prints it, is the one line: right after papermill's header, first
+    after = stderr.split('Exception encountered at "In [')[-1].split("\n", 1)[1]
+    assert after.strip().splitlines()[0].startswith(line), stderr[-2000:]
+    assert len(after.strip().splitlines()) == 1, after
+    assert len(errors) == 1 and len(errors[0]["traceback"]) == 1 and errors[0]["traceback"][0].startswith(line)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir()), "a bad parameter computed runs"

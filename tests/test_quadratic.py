@@ -98,7 +98,7 @@ def test_a4_one_step_multipliers(seed: int, rho: float) -> None:
     predicted = 1 - eta * lam - eta * rho * lam**2 / g  # Proposition A, typed here
     observed = run.multipliers()[0]
     assert np.max(np.abs(observed - predicted)) < 1e-11
-    s = sam_edge(g, eta, rho)
+    s = sam_edge(eta=eta, rho=rho, grad_norm=g)
     n_unstable = int(np.sum(np.abs(observed) > 1))
     assert n_unstable == int(np.sum(lam > s))
     assert run.sam_edge[0] == s

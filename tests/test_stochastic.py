@@ -107,15 +107,15 @@ def test_random_batches_average_to_the_identity():
 def test_noise_dominated_edge_is_the_small_alpha_limit_of_the_sam_edge():
     eta, rho = 1.25, 0.1
     for noise in (1e-6, 1e-8):
-        exact = sam_edge(math.sqrt(noise), eta, rho)
+        exact = sam_edge(eta=eta, rho=rho, grad_norm=math.sqrt(noise))
         # S = (2 sqrt(alpha)/eta)(1 - sqrt(alpha)/2 + O(alpha)): the limit is off by about sqrt(alpha)/2
-        a = alpha(math.sqrt(noise), eta, rho)
-        assert noise_dominated_sam_edge(eta, rho, noise) == pytest.approx(exact, rel=math.sqrt(a))
-        assert noise_dominated_sam_edge(eta, rho, noise) / exact - 1 > 0.4 * math.sqrt(a)
+        a = alpha(eta=eta, rho=rho, grad_norm=math.sqrt(noise))
+        assert noise_dominated_sam_edge(eta=eta, rho=rho, noise_sq=noise) == pytest.approx(exact, rel=math.sqrt(a))
+        assert noise_dominated_sam_edge(eta=eta, rho=rho, noise_sq=noise) / exact - 1 > 0.4 * math.sqrt(a)
     # the B^(-1/4) law: the ratio of two batches' edges is the fourth root of their sampling factors
-    ratio = noise_dominated_sam_edge(eta, rho, st.sampling_factor(1000, 25)) / noise_dominated_sam_edge(
-        eta, rho, st.sampling_factor(1000, 100)
-    )
+    ratio = noise_dominated_sam_edge(
+        eta=eta, rho=rho, noise_sq=st.sampling_factor(1000, 25)
+    ) / noise_dominated_sam_edge(eta=eta, rho=rho, noise_sq=st.sampling_factor(1000, 100))
     assert ratio == pytest.approx((975 / 25 / (900 / 100)) ** 0.25, rel=1e-12)
 
 
@@ -163,7 +163,7 @@ def test_batch_sharpness_is_the_collapse_variable_when_the_gradient_is_an_eigenv
         _, (g,) = grad_fn([w])
         (s,) = sam_gradient([w], [g], grad_fn, rho, eps=0.0)
         got = st.sam_batch_sharpness(DenseOperator(H), g, s, eta)
-        assert got == pytest.approx(collapse_variable(lam, abs(c), eta, rho), rel=1e-12)
+        assert got == pytest.approx(collapse_variable(eta=eta, rho=rho, grad_norm=abs(c), lam1=lam), rel=1e-12)
 
 
 def test_batch_sharpness_above_one_iff_the_step_raises_the_loss_on_a_quadratic():
@@ -260,7 +260,7 @@ def test_msam_operator_with_one_micro_batch_has_the_sam_edge():
     eye = torch.eye(op.dim, dtype=F64)
     top = float(torch.linalg.eigvalsh(torch.stack([op.matvec(eye[:, i]) for i in range(op.dim)], 1))[-1])
     lam1 = float(torch.linalg.eigvalsh(dense_hessian(lambda ps: loss(ps, x, y), params))[-1])
-    assert eta / 2 * top == pytest.approx(collapse_variable(lam1, g_norm, eta, rho), rel=1e-10)
+    assert eta / 2 * top == pytest.approx(collapse_variable(eta=eta, rho=rho, grad_norm=g_norm, lam1=lam1), rel=1e-10)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -39,7 +39,9 @@ def test_sam_run_writes_tidy_tables_consistent_with_the_edges(tmp_path, data_dir
     m = res.measurements
     assert list(m["step"]) == [0, 4, 8, 12]
     assert (m["data"] == "full").all() and m["data_label"].str.contains("train\\[0:128\\]").all()
-    np.testing.assert_allclose(m["sam_edge"], sam_edge(m["grad_norm"].to_numpy(), cfg.eta, cfg.rho), rtol=1e-12)
+    np.testing.assert_allclose(
+        m["sam_edge"], sam_edge(eta=cfg.eta, rho=cfg.rho, grad_norm=m["grad_norm"].to_numpy()), rtol=1e-12
+    )
     np.testing.assert_allclose(m["edge"], m["sam_edge"])
     assert (m["gd_edge"] == gd_edge(cfg.eta)).all()
     assert (m["lambda_1"] >= m["lambda_2"]).all() and m["lanczos_converged"].all()

@@ -72,8 +72,10 @@ def test_edges_and_collapse_columns_follow_the_momentum(tmp_path, data_dir):
     for nesterov, eta_eff in ((False, eta / (1 + beta)), (True, eta * (1 + 2 * beta) / (1 + beta))):
         m = run(_small(rho, eta=eta, momentum=beta, nesterov=nesterov), root=tmp_path, progress=False).measurements
         g, lam = m["grad_norm"].to_numpy(), m["lambda_1"].to_numpy()
-        np.testing.assert_allclose(m["edge"], sam_edge(g, eta_eff, rho), rtol=1e-12)
-        np.testing.assert_allclose(m["sam_edge"], sam_edge(g, eta, rho), rtol=1e-12)  # the paper's, momentum ignored
+        np.testing.assert_allclose(m["edge"], sam_edge(eta=eta_eff, rho=rho, grad_norm=g), rtol=1e-12)
+        np.testing.assert_allclose(
+            m["sam_edge"], sam_edge(eta=eta, rho=rho, grad_norm=g), rtol=1e-12
+        )  # the paper's, momentum ignored
         np.testing.assert_allclose(m["collapse"], eta_eff / 2 * lam * (1 + rho * lam / g), rtol=1e-12)
         gd = run(_small(0.0, eta=eta, momentum=beta, nesterov=nesterov), root=tmp_path, progress=False).measurements
         assert np.allclose(gd["edge"], 2 * (1 + beta) / (eta * ((1 + 2 * beta) if nesterov else 1)), rtol=1e-14)
@@ -96,7 +98,9 @@ def test_switch_run_is_gd_until_sam_starts_and_is_measured_right_after(tmp_path,
     assert (s.loc[:4, "loss"] == t.loc[:4, "loss"]).all()  # identical GD steps up to the switch
     assert not np.allclose(s.loc[6:, "loss"], t.loc[6:, "loss"])  # SAM from step 4 on
     assert (s.loc[:3, "edge"] == 2 / cfg.eta).all()
-    np.testing.assert_allclose(s.loc[4:, "edge"], sam_edge(s.loc[4:, "grad_norm"].to_numpy(), cfg.eta, 0.1), rtol=1e-12)
+    np.testing.assert_allclose(
+        s.loc[4:, "edge"], sam_edge(eta=cfg.eta, rho=0.1, grad_norm=s.loc[4:, "grad_norm"].to_numpy()), rtol=1e-12
+    )
 
 
 def test_unused_variant_fields_keep_every_stored_run_name():

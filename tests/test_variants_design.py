@@ -62,7 +62,7 @@ def test_usam_starts_on_the_same_edge_as_its_sam_run():
     results = {}
     for rho in d.refs:
         cfg = d.configs[f"sam/{rho:g}"]
-        edge = sam_edge(g, cfg.eta, rho)
+        edge = sam_edge(eta=cfg.eta, rho=rho, grad_norm=g)
         results[f"sam/{rho:g}"] = _fake(cfg, np.array([0.5, 0.95, 1.0, 1.0]) * edge, edge, g)  # reached at check 1
     for rho in d.refs:
         assert gamma_ref(results[f"sam/{rho:g}"]) == 0.05
@@ -70,7 +70,9 @@ def test_usam_starts_on_the_same_edge_as_its_sam_run():
     for rho in d.refs:
         cfg = usam[f"usam/{rho:g}"]
         assert cfg.optimizer == "usam" and cfg.k == 1
-        assert usam_edge(cfg.eta, cfg.rho) == pytest.approx(sam_edge(0.05, cfg.eta, rho), rel=1e-3)  # 4 digits of r
+        assert usam_edge(eta=cfg.eta, r=cfg.rho) == pytest.approx(
+            sam_edge(eta=cfg.eta, rho=rho, grad_norm=0.05), rel=1e-3
+        )  # 4 digits of r
 
 
 def test_bad_grid_is_one_clear_error():

@@ -20,8 +20,8 @@ from samedge_lib.theory.updates import gd_step, sam_step
 
 def test_one_usam_step_multiplies_each_component_and_shrinks_exactly_on_the_stable_set():
     eta, r = 0.1, 0.05
-    e_u = edges.usam_edge(eta, r)
-    lo, hi = edges.usam_negative_window(eta, r)
+    e_u = edges.usam_edge(eta=eta, r=r)
+    lo, hi = edges.usam_negative_window(eta=eta, r=r)
     assert lo < hi < 0 < e_u
     rng = np.random.default_rng(3)
     lam = np.concatenate([rng.uniform(1.2 * lo, 0.0, 150), rng.uniform(0.0, 1.3 * e_u, 150)])
@@ -29,7 +29,7 @@ def test_one_usam_step_multiplies_each_component_and_shrinks_exactly_on_the_stab
     w0 = quad.w_star + torch.as_tensor(rng.normal(scale=1e-3, size=lam.size))
     run = quadratic.variant_run(quad, w0, eta, r, 1, normalized=False)
     observed = run.multipliers()[0]
-    np.testing.assert_allclose(observed, edges.usam_multiplier(lam, eta, r), atol=1e-9)
+    np.testing.assert_allclose(observed, edges.usam_multiplier(eta=eta, r=r, lam=lam), atol=1e-9)
     stable = ((lam > 0) & (lam < e_u)) | ((lam > lo) & (lam < hi))
     assert ((np.abs(observed) < 1) == stable).all()
     assert stable[lam < 0].any(), "the example should probe the negative-curvature window"
@@ -42,10 +42,10 @@ def test_usam_has_a_fixed_edge_and_no_self_tuning(factor, converges):
     There ``|multiplier| = 1 -+ 0.0028``, so 5000 steps change it by ``exp(-+13.8)``.
     """
     eta, r = 0.1, 0.05
-    lam1 = factor * edges.usam_edge(eta, r)
+    lam1 = factor * edges.usam_edge(eta=eta, r=r)
     quad = quadratic.Quadratic([lam1, 0.3 * lam1])
     run = quadratic.variant_run(quad, [1e-3, 1e-3], eta, r, 5000, normalized=False)
-    assert np.allclose(run.sam_edge, edges.usam_edge(eta, r))
+    assert np.allclose(run.sam_edge, edges.usam_edge(eta=eta, r=r))
     change = abs(run.components[-1, 0]) / 1e-3
     assert (change < 1e-5) if converges else (change > 1e5)
 
@@ -60,7 +60,7 @@ def test_switching_sam_on_at_gds_edge_grows_the_top_component_by_one_plus_two_ov
     g = float(torch.linalg.vector_norm(quad.grad(params[0])))
     new, _ = sam_step(params, quad.grad_fn, eta, rho, eps=0.0)
     c_after = float(quad.components(new[0])[0])
-    a = edges.alpha(g, eta, rho)
+    a = edges.alpha(eta=eta, rho=rho, grad_norm=g)
     assert c_after / c_before == pytest.approx(-edges.switch_growth(a), rel=1e-9)
 
 
@@ -71,9 +71,9 @@ def test_variant_run_of_sam_with_momentum_settles_on_its_own_edge(beta, nesterov
     quad = quadratic.Quadratic([1.0, 0.1])
     run = quadratic.variant_run(quad, [0.3, 0.2], eta, rho, 1500, beta=beta, nesterov=nesterov)
     assert run.frame()["lambda1_over_edge"].iloc[-1] == pytest.approx(1.0, rel=1e-9)
-    amp = edges.momentum_two_cycle_amplitude(1.0, eta, rho, beta, nesterov)
+    amp = edges.momentum_two_cycle_amplitude(eta=eta, rho=rho, beta=beta, nesterov=nesterov, lam1=1.0)
     assert abs(run.components[-1, 0]) == pytest.approx(amp, rel=1e-9)
-    naive = edges.sam_edge(run.grad_norm[-1], eta, rho)
+    naive = edges.sam_edge(eta=eta, rho=rho, grad_norm=run.grad_norm[-1])
     assert abs(1.0 / naive - 1) > 0.05, "the momentum-free formula should miss this orbit"
 
 
@@ -92,7 +92,7 @@ def test_linear_thresholds_bracket_the_momentum_edges(r, nesterov):
     grid = np.geomspace(0.8 / eta, 4.2 / eta, 801)
     found = quadratic.linear_thresholds(grid, eta, r, betas, nesterov, steps=2500)
     for _, row in found.iterrows():
-        edge = edges.momentum_usam_edge(eta, r, row["beta"], nesterov)
+        edge = edges.momentum_usam_edge(eta=eta, r=r, beta=row["beta"], nesterov=nesterov)
         assert row["lower"] < edge <= row["upper"], (row["beta"], row["lower"], edge, row["upper"])
 
 

@@ -271,7 +271,7 @@ def contact_step(costs_run: Path, eta: float, rho: float) -> tuple[float, str]:
     checks is extrapolated to it (an early guess: the ratio rises ever more slowly, so contact comes later).
     """
     meas = pd.read_csv(costs_run / rf.MEASUREMENTS)
-    ratio = meas["lambda_1"] / sam_edge(meas["grad_norm"].to_numpy(), eta, rho)
+    ratio = meas["lambda_1"] / sam_edge(grad_norm=meas["grad_norm"].to_numpy(), eta=eta, rho=rho)
     hit = meas.loc[ratio >= CONTACT_RATIO, "step"]
     if len(hit):
         return float(hit.iloc[0]), f"measured at step {int(hit.iloc[0])}"

@@ -518,6 +518,7 @@ def tracking_cost_table(runs: Sequence[RunResult]) -> pd.DataFrame:
     for run in runs:
         c = tracking_cost(run)
         rows[c["run"]] = {
+            "state": run.state_note or "finished",  # a run that stopped early says where (its checks are fewer)
             "device": c["device"],
             "checks (every n steps)": f"{c['checks']} (every {c['check_every']})",
             "k": c["k"],

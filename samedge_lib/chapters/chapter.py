@@ -35,6 +35,7 @@ from samedge_lib.record.results import (
     gd_edge_ratio,
     label,
     measurements_on,
+    stopped_early_note,
     stored_runs,
     tracking_ratio,
 )
@@ -194,7 +195,7 @@ class ExperimentChapter(Chapter):
     # -- claims -------------------------------------------------------------------------------------------
     def stored(self) -> dict[float, RunResult]:
         """The task's stored paper-scale runs, ``{rho: run}`` (empty if none)."""
-        return {r.config.rho: r for r in stored_runs() if r.config.task == self.task}
+        return {r.config.rho: r for r in stored_runs(warn=False) if r.config.task == self.task}  # noted in show_stored
 
     @property
     def runsets(self) -> list[cl.RunSet]:
@@ -264,6 +265,9 @@ class ExperimentChapter(Chapter):
         if not stored:
             display(Markdown(f"*No paper-scale {self.task} run is stored in `results/paper/`.*"))
             return
+        note = stopped_early_note(stored.values())
+        if note:  # their state is shown wherever they are used: here, above their numbers
+            display(Markdown(f"*{note}.*"))
         show_table(coverage_table(stored))
         show_table(results_table(stored, self.data))
         fig, axes = plt.subplots(1, len(stored), figsize=(6.5 * len(stored), 4), squeeze=False)

@@ -378,7 +378,7 @@ def plot_m_sharpness(ax: Axes, rs: cs.StochasticRunSet) -> None:
         if cfg.micro_batch is not None:
             y = cfg.eta / 2 * df["msam_lambda"]
         else:
-            y = pd.Series(collapse_variable(df["lambda_1"], df["grad_norm"], cfg.eta, cfg.rho))
+            y = pd.Series(collapse_variable(eta=cfg.eta, rho=cfg.rho, grad_norm=df["grad_norm"], lam1=df["lambda_1"]))
         osc = (df["osc_cos"] < cs.OSCILLATING).to_numpy()
         color = RHO_PALETTE[i % len(RHO_PALETTE)]
         what = "Λ (SAM)" if cfg.micro_batch is None else "(η/2)λ_max(A_m)"

@@ -169,9 +169,9 @@ def batch_statistics(res: RunResult) -> dict[str, float]:
     pos = wnoise[wnoise["noise_sq"] > 0]
     out["grad_sq_over_noise"] = float((pos["grad_norm"] ** 2 / pos["noise_sq"]).median()) if len(pos) else nan
     if cfg.rho > 0 and len(wnoise):
-        pred = sam_edge(np.sqrt(wnoise["expected_sq_grad_norm"].to_numpy()), cfg.eta, cfg.rho) / sam_edge(
-            wnoise["grad_norm"].to_numpy(), cfg.eta, cfg.rho
-        )
+        pred = sam_edge(
+            eta=cfg.eta, rho=cfg.rho, grad_norm=np.sqrt(wnoise["expected_sq_grad_norm"].to_numpy())
+        ) / sam_edge(eta=cfg.eta, rho=cfg.rho, grad_norm=wnoise["grad_norm"].to_numpy())
         out["inflation_predicted"] = float(np.median(pred)) if cfg.batch_size else nan
     else:
         out["inflation_predicted"] = nan
@@ -195,7 +195,7 @@ def m_edge_statistics(res: RunResult) -> dict[str, float]:
     if cfg.micro_batch is not None:
         m_edge = cfg.eta / 2 * df["msam_lambda"]
     else:
-        m_edge = pd.Series(collapse_variable(df["lambda_1"], df["grad_norm"], cfg.eta, cfg.rho))
+        m_edge = pd.Series(collapse_variable(eta=cfg.eta, rho=cfg.rho, grad_norm=df["grad_norm"], lam1=df["lambda_1"]))
     osc = (df["osc_cos"] < OSCILLATING).to_numpy()
     return {
         "median": float(np.median(m_edge[osc])) if osc.any() else math.nan,

@@ -91,9 +91,9 @@ class Design:
 def gamma_ref(result: RunResult) -> float:
     """``||g||`` at a SAM run's first check with ``lambda_1 >= 0.9 x`` its edge: where its USAM twin starts.
 
-    An unnormalised run with ``r = rho / gamma_ref`` has the edge ``usam_edge(eta, r) = sam_edge(gamma_ref, eta,
-    rho)``: both rules start on the same edge. A run that never got there (the seconds-long ``smoke`` runs)
-    is matched at its first check; its own claims then say that it did not reach its edge.
+    An unnormalised run with ``r = rho / gamma_ref`` has the edge ``usam_edge(eta=eta, r=r) = sam_edge(eta=eta,
+    rho=rho, grad_norm=gamma_ref)``: both rules start on the same edge. A run that never got there (the seconds-long
+    ``smoke`` runs) is matched at its first check; its own claims then say that it did not reach its edge.
     """
     df = measurements_on(result)
     if df.empty:

@@ -33,7 +33,7 @@ def plot_usam_step(check: QuadraticCheck) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4))
     ax.plot(
         grid_l,
-        edges.usam_multiplier(grid_l, ETA_Q, R_Q),
+        edges.usam_multiplier(lam=grid_l, eta=ETA_Q, r=R_Q),
         color=COLORS["theory"],
         lw=1.2,
         label=r"$1-\eta\lambda-\eta r\lambda^2$",
@@ -115,7 +115,9 @@ def plot_usam_vs_sam(runs: cv.VariantRuns, refs: tuple[float, ...]) -> None:
             axes[0].scatter(win["grad_norm"], win["lambda_1"], s=16, marker=marker, facecolors=fill, edgecolors=color)
         gg = np.geomspace(sam["grad_norm"].min(), sam["grad_norm"].max(), 100)
         eta0 = results[f"sam/{rho:g}"].config.eta
-        axes[0].plot(gg, edges.sam_edge(gg, eta0, rho), color=color, lw=1.2, label=f"SAM-edge, ρ = {rho:g}")
+        axes[0].plot(
+            gg, edges.sam_edge(grad_norm=gg, eta=eta0, rho=rho), color=color, lw=1.2, label=f"SAM-edge, ρ = {rho:g}"
+        )
         axes[0].axhline(
             float(usam["edge"].iloc[0]),
             color=color,

@@ -37,20 +37,24 @@ class QuadraticCheck:
 
 def _edge_at(eta: float, r: float, beta: float, nesterov: bool) -> float:
     """USAM's edge with momentum ``beta`` (the momentum-free one at ``beta = 0``)."""
-    return float(edges.momentum_usam_edge(eta, r, beta, nesterov)) if beta > 0 else float(edges.usam_edge(eta, r))
+    return (
+        float(edges.momentum_usam_edge(eta=eta, r=r, beta=beta, nesterov=nesterov))
+        if beta > 0
+        else float(edges.usam_edge(eta=eta, r=r))
+    )
 
 
 def usam_step(seed: int) -> QuadraticCheck:
     """One USAM step on a 200-dimensional quadratic with eigenvalues of both signs: the multipliers and stable set."""
-    E_UQ = float(edges.usam_edge(ETA_Q, R_Q))
-    LO_Q, HI_Q = edges.usam_negative_window(ETA_Q, R_Q)
+    E_UQ = float(edges.usam_edge(eta=ETA_Q, r=R_Q))
+    LO_Q, HI_Q = edges.usam_negative_window(eta=ETA_Q, r=R_Q)
     rng_q = np.random.default_rng(seed + 7)
     lam_q = np.concatenate([rng_q.uniform(1.3 * LO_Q, 0.0, 100), rng_q.uniform(0.0, 1.3 * E_UQ, 100)])
     quad = quadratic.Quadratic(lam_q, seed=seed + 7, w_star=rng_q.normal(size=lam_q.size))
     w0 = quad.w_star + torch.as_tensor(rng_q.normal(scale=1e-3, size=lam_q.size))
     one = quadratic.variant_run(quad, w0, ETA_Q, R_Q, 1, normalized=False)
     obs = one.multipliers()[0]
-    pred_err = float(np.max(np.abs(obs - edges.usam_multiplier(lam_q, ETA_Q, R_Q))))
+    pred_err = float(np.max(np.abs(obs - edges.usam_multiplier(lam=lam_q, eta=ETA_Q, r=R_Q))))
     stable_pred = ((lam_q > 0) & (lam_q < E_UQ)) | ((lam_q > LO_Q) & (lam_q < HI_Q))
     n_agree = int(np.sum((np.abs(obs) < 1) == stable_pred))
     assert pred_err < 1e-9 and n_agree == lam_q.size
@@ -102,7 +106,7 @@ def momentum_edge_curve(rule: str, betas: np.ndarray) -> tuple[np.ndarray, list[
 
 def usam_tuning() -> QuadraticCheck:
     """Long USAM and SAM runs with ``lambda_1`` 1 % below and above ``E_U``: USAM has a hard threshold, SAM tunes."""
-    E_UQ = float(edges.usam_edge(ETA_Q, R_Q))
+    E_UQ = float(edges.usam_edge(eta=ETA_Q, r=R_Q))
     runs_q = {}
     for factor in (0.99, 1.01):
         lam1 = factor * E_UQ
@@ -123,7 +127,9 @@ def momentum_cycles(seed: int) -> QuadraticCheck:
     rows = []
     for k, (b, nes) in enumerate([(0.0, False), (0.5, False), (0.9, False), (0.5, True), (0.9, True)]):
         rng_k = np.random.default_rng(seed + 200 + k)
-        eta_k = 0.1 if b == 0 else float(0.1 / edges.effective_eta(1.0, b, nes))  # eta_eff = 0.1 in every run
+        eta_k = (
+            0.1 if b == 0 else float(0.1 / edges.effective_eta(eta=1.0, beta=b, nesterov=nes))
+        )  # eta_eff = 0.1 in every run
         lam_k = np.append(rng_k.uniform(0.05, 0.5, 49), 0.6) * 2 / 0.1  # eta_eff lambda1 = 1.2
         qk = quadratic.Quadratic(lam_k, seed=seed + 200 + k, w_star=rng_k.normal(size=50))
         run = quadratic.variant_run(
@@ -132,9 +138,9 @@ def momentum_cycles(seed: int) -> QuadraticCheck:
         top = int(np.argmax(lam_k))
         lam1 = float(lam_k[top])
         amp = (
-            float(edges.momentum_two_cycle_amplitude(lam1, eta_k, 0.05, b, nes))
+            float(edges.momentum_two_cycle_amplitude(lam1=lam1, eta=eta_k, rho=0.05, beta=b, nesterov=nes))
             if b > 0
-            else float(edges.two_cycle_amplitude(lam1, eta_k, 0.05))
+            else float(edges.two_cycle_amplitude(lam1=lam1, eta=eta_k, rho=0.05))
         )
         rows.append(
             {
@@ -143,7 +149,8 @@ def momentum_cycles(seed: int) -> QuadraticCheck:
                 "eta": eta_k,
                 "|lambda1/edge - 1|": abs(lam1 / run.sam_edge[-1] - 1),
                 "||c1|/amplitude - 1|": abs(abs(run.components[-1, top]) / amp - 1),
-                "lambda1 / S(eta, rho, ||g||)": lam1 / float(edges.sam_edge(run.grad_norm[-1], eta_k, 0.05)),
+                "lambda1 / S(eta, rho, ||g||)": lam1
+                / float(edges.sam_edge(grad_norm=run.grad_norm[-1], eta=eta_k, rho=0.05)),
             }
         )
     cyc = pd.DataFrame(rows)
@@ -165,7 +172,7 @@ def quadratic_switch() -> QuadraticCheck:
     sw = quadratic.variant_run(qs, [0.05, 0.3, -0.2], ETA_S, RHO_S, 400, sam_start=300)
     mult = sw.multipliers()[:, 0]
     g_switch = sw.grad_norm[300]
-    alpha_switch = float(edges.alpha(g_switch, ETA_S, RHO_S))
+    alpha_switch = float(edges.alpha(grad_norm=g_switch, eta=ETA_S, rho=RHO_S))
     first_err = abs(-mult[300] / float(edges.switch_growth(alpha_switch)) - 1)
     frame = sw.frame()
     glued = {
@@ -186,7 +193,7 @@ def phase_cycles() -> QuadraticCheck:
         lam1_q = 2 * y_target / eta_q
         qd = quadratic.Quadratic([lam1_q, lam1_q / 3])
         run = quadratic.sam_run(qd, [0.7, -0.4], eta_q, rho_q, 1000)
-        alpha_end = float(edges.alpha(run.grad_norm[-1], eta_q, rho_q))
+        alpha_end = float(edges.alpha(grad_norm=run.grad_norm[-1], eta=eta_q, rho=rho_q))
         rows.append(
             {
                 "y = eta lambda1/2": y_target,

@@ -7,8 +7,8 @@ targets come from a random wider tanh "teacher". Started from a small initialisa
 
 * under **GD** the top Hessian eigenvalue ``lambda1`` rises to ``2/eta`` and then hovers there (the edge
   of stability of Cohen et al., 2021);
-* under **SAM** it rises only to the **SAM-edge** ``sam_edge(||g||, eta, rho)``, well below ``2/eta``, and
-  then stays on it while the loss and ``||g||`` keep falling (Long & Bartlett, 2024).
+* under **SAM** it rises only to the **SAM-edge** ``sam_edge(eta=eta, rho=rho, grad_norm=||g||)``, well below
+  ``2/eta``, and then stays on it while the loss and ``||g||`` keep falling (Long & Bartlett, 2024).
 
 Everything is float64 and small enough that ``lambda1`` is computed *exactly*, as the largest eigenvalue
 (``torch.linalg.eigvalsh``) of the dense Hessian. Gradient and Hessian are written in closed form (a few
@@ -219,9 +219,9 @@ def train_toy(
 
     Returns:
         One row per step ``t`` (measured at ``w_t``, before the update), columns ``step``, ``loss``,
-        ``grad_norm`` (``||grad l(w_t)||``), ``lambda1``, ``sam_edge`` (``sam_edge(grad_norm, eta, rho)``, or
-        ``2/eta`` for GD), ``gd_edge`` (``2/eta``) and ``optimizer``. Raises FloatingPointError if the loss
-        becomes non-finite.
+        ``grad_norm`` (``||grad l(w_t)||``), ``lambda1``, ``sam_edge`` (``sam_edge(eta=eta, rho=rho,
+        grad_norm=grad_norm)``, or ``2/eta`` for GD), ``gd_edge`` (``2/eta``) and ``optimizer``. Raises
+        FloatingPointError if the loss becomes non-finite.
 
     """
     ascent = ASCENTS.get(optimizer)
@@ -258,7 +258,7 @@ def train_toy(
             "loss": loss,
             "grad_norm": gnorm,
             "lambda1": lam1,
-            "sam_edge": np.asarray(sam_edge(gnorm, eta, eff_rho), dtype=float),
+            "sam_edge": np.asarray(sam_edge(eta=eta, rho=eff_rho, grad_norm=gnorm), dtype=float),
             "gd_edge": float(gd_edge(eta)),
             "optimizer": optimizer,
         }

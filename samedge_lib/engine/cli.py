@@ -20,7 +20,8 @@ Every error a user can cause ends with one line on stderr and one of these exit 
 3     diverged (also when a diverged run is loaded again); the rows up to the divergence are kept
 4     the run folder is in use by another process (wait for it, or use ``--wait``)
 5     data or device error: dataset missing or corrupt, no GPU, out of memory
-6     the run folder cannot be used: a damaged or foreign file, another configuration, no write access
+6     the run folder cannot be used: a damaged or foreign file, another configuration, no write access, a full
+      file system (the line says how much space a commit needs; the last commit is kept: rerun with space)
 7     torchrun: a process could not join the others, or ended while they computed (its own line says why)
 75    stopped by ``--max-seconds`` before the end; run the same command again to continue
 130   interrupted (Ctrl-C or SIGTERM) after saving the last completed step; run again to continue
@@ -128,8 +129,35 @@ def _parser() -> _Parser:
     return p
 
 
+def _refuse_conflicts(args: argparse.Namespace, overrides: dict) -> None:
+    """An option and a ``--set`` of the same field that disagree: which one was meant cannot be guessed."""
+    options = {name: getattr(args, name) for name in ("optimizer", "eta", "steps", "seed", "device")}
+    if args.tf32:
+        options["tf32"] = True
+    for name, value in options.items():
+        if value is not None and name in overrides and overrides[name] != value:
+            flag = "--tf32" if name == "tf32" else f"--{name} {value}"
+            raise ConfigError(f"{flag} and --set {name}={overrides[name]!r} disagree; give {name} once")
+
+
+def _json_safe(obj: object) -> object:
+    """``obj`` for ``json.dumps``: NaN and infinities as ``null`` (JSON has no such numbers), numbers as floats."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (bool, int, str)) or obj is None:
+        return obj
+    try:
+        value = float(obj)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(obj)
+    return value if math.isfinite(value) else None
+
+
 def _config(args: argparse.Namespace) -> RunConfig:
     overrides = _parse_set(args.set)
+    _refuse_conflicts(args, overrides)
     for name in ("optimizer", "eta", "steps", "seed", "device"):
         value = getattr(args, name)
         if value is not None:
@@ -210,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, old_term)
     if _is_rank0():
         print(f"run folder: {result.path}")
-        print(json.dumps(summarize(result), indent=2, default=float))
+        print(json.dumps(_json_safe(summarize(result)), indent=2, allow_nan=False))
     if result.state == "interrupted":
         stopped = result.status.get("stopped_at")
         return _fail(

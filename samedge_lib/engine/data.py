@@ -110,7 +110,9 @@ _MNIST_BASES = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.l
 
 
 def _mnist(name: str, sha256: str) -> RemoteFile:
-    return RemoteFile(f"MNIST/raw/{name}", tuple(b + name for b in _MNIST_BASES), (f"sha256:{sha256}",), "MNIST")
+    return RemoteFile(
+        f"MNIST/raw/{name}", tuple(b + name for b in _MNIST_BASES), (f"sha256:{sha256}",), "MNIST", fetch_name="mnist"
+    )
 
 
 #: MNIST's four files, keyed by role.
@@ -135,11 +137,14 @@ CIFAR10_ARCHIVE = RemoteFile(
     ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
     ("md5:c58f30108f718f92721af3b95e74349a",),
     "CIFAR-10",
+    fetch_name="cifar10",
 )
 
 
 def _cifar(name: str, *digests: str) -> RemoteFile:
-    return RemoteFile(f"cifar-10-batches-py/{name}", (), digests, "CIFAR-10", archive_urls=CIFAR10_ARCHIVE.urls)
+    return RemoteFile(
+        f"cifar-10-batches-py/{name}", (), digests, "CIFAR-10", archive_urls=CIFAR10_ARCHIVE.urls, fetch_name="cifar10"
+    )
 
 
 #: CIFAR-10's batch files, keyed by file name. The originals are accepted by md5 (torchvision's list); the
@@ -174,6 +179,7 @@ SHAKESPEARE_FILE = RemoteFile(
     ("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",),
     ("sha256:86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",),
     "tiny_shakespeare",
+    fetch_name="shakespeare",
 )
 
 

@@ -80,6 +80,7 @@ class RemoteFile:
         dataset: a human name used in messages.
         archive_urls: for a file that only comes out of an archive, where the archive is downloaded from (named
             in the message that says how to provide the file).
+        fetch_name: the dataset's name for ``python tools/fetch_data.py NAME`` (the fix the message gives first).
 
     """
 
@@ -88,6 +89,7 @@ class RemoteFile:
     digests: tuple[str, ...]
     dataset: str
     archive_urls: tuple[str, ...] = ()
+    fetch_name: str = ""
 
     def __post_init__(self) -> None:
         if not self.digests:
@@ -322,6 +324,16 @@ def try_download(remote: RemoteFile, dirs: Sequence[Path], failures: list[str]) 
     return None
 
 
+def _data_folder_words(folder: Path) -> str:
+    """Where ``folder`` came from, in the words of the command line: ``--data-dir``, ``$SAMEDGE_DATA`` or the cache."""
+    env = os.environ.get(ENV_DATA, "")
+    if env and os.path.abspath(Path(env).expanduser()) == os.path.abspath(folder):
+        return f"${ENV_DATA}"
+    if os.path.abspath(folder) == os.path.abspath(default_cache_dir()):
+        return f"the per-user cache; ${ENV_DATA} is not set"
+    return "the folder given with --data-dir"
+
+
 def missing_error(
     remote: RemoteFile,
     dirs: Sequence[Path],
@@ -329,10 +341,22 @@ def missing_error(
     download: bool,
     extra_places: Sequence[Path] = (),
 ) -> DataError:
-    """The error for a file found nowhere: where it was looked for, what was tried, and how to provide it."""
-    looked = [d / remote.relpath for d in dirs] + list(extra_places)
-    lines = [f"{remote.dataset} file {remote.relpath!r} is not available.", "Looked for it at:"]
-    lines += [f"  {p}" for p in looked]
+    """The error for a file found nowhere: the short fix first (the command that fetches it, or where to put it),
+    the details after (every place looked at, every download tried, the checksum, the sources).
+    """
+    folder = dirs[0]
+    words = _data_folder_words(folder)
+    fetch_cmd = "python tools/fetch_data.py" + (f" {remote.fetch_name}" if remote.fetch_name else "")
+    if words.startswith("the folder given"):
+        fetch_cmd += f" --data-dir {folder}"
+    what = f"{remote.relpath.split('/')[0]}/" if not remote.urls else remote.relpath
+    lines = [
+        f"{remote.dataset} file {remote.relpath!r} is not available in {folder} ({words}).",
+        f"Fix: run `{fetch_cmd}` where there is network access, or put {what} into {folder}, or point --data-dir "
+        f"(or ${ENV_DATA}) at a data folder that has it.",
+        "Details: looked for it at:",
+    ]
+    lines += [f"  {p}" for p in [d / remote.relpath for d in dirs] + list(extra_places)]
     if failures:
         lines.append("Download attempts:")
         lines += [f"  {f}" for f in failures]
@@ -342,13 +366,12 @@ def missing_error(
     sources = list(remote.urls) or list(remote.archive_urls)
     hint = "download " + " or ".join(sources)
     if not remote.urls:
-        hint += f" and extract it into the data folder (it contains {remote.relpath.split('/')[0]}/)"
+        hint += f" and extract it into the data folder (it contains {what})"
     else:
         hint += f" and save it as <data folder>/{remote.relpath}"
     lines.append(
-        f"To provide it: {hint}; the data folder is data_dir=... or ${ENV_DATA} (now {dirs[0]}). "
-        f"With network access, download=True fetches it; ${ENV_MIRROR}=<base URL> uses a mirror laid out "
-        f"like a data folder."
+        f"By hand: {hint}. From Python: data_dir=... (download=True fetches it); ${ENV_MIRROR}=<base URL> uses a "
+        f"mirror laid out like a data folder."
     )
     return DataError("\n".join(lines))
 

@@ -190,10 +190,14 @@ class Measuring:
         row.update(
             grad_norm=g_norm,
             sam_grad_norm=float(global_norm(g_upd)),
-            sam_edge=self.rule.sam_edge(g_norm),
+            sam_edge=self.rule.sam_edge(grad_norm=g_norm),
             edge=self.edge_of(g_norm, step),
             gd_edge=float(gd_edge(cfg.eta)),
-            alpha=math.inf if cfg.rho == 0 else float(alpha(g_norm, cfg.eta, cfg.rho)) if finite_g else math.nan,
+            alpha=math.inf
+            if cfg.rho == 0
+            else float(alpha(grad_norm=g_norm, eta=cfg.eta, rho=cfg.rho))
+            if finite_g
+            else math.nan,
         )
         for i in range(cfg.k):
             row[f"lambda_{i + 1}"] = float(res.eigenvalues[i])

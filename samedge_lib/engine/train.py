@@ -41,6 +41,7 @@ import contextlib
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ from samedge_lib.theory.updates import StepInfo
 __all__ = [
     "DeviceError",
     "RunDivergedError",
+    "RunDivergedWarning",
     "RunInterruptedError",
     "RunResult",
     "load_run",
@@ -74,6 +76,10 @@ __all__ = [
 
 class RunDivergedError(RuntimeError):
     """Raised by :func:`run` with ``raise_on_divergence=True`` when the loss becomes NaN/inf or too large."""
+
+
+class RunDivergedWarning(rf.RunWarning):
+    """:func:`run` returned a diverged run (``raise_on_divergence=False``); the message is the command line's line."""
 
 
 class RunInterruptedError(KeyboardInterrupt):
@@ -137,6 +143,7 @@ class _Runner(Measuring, Committing):
 
         self.task: Task = comm.in_stages(load)  # one process per node first: it downloads missing data
         self._check_batches()
+        self._check_dimension()
         self.gen = torch.Generator().manual_seed(cfg.seed + 12345)
         self.params = self.task.params
         self.velocity: list[torch.Tensor] | None = None
@@ -211,6 +218,20 @@ class _Runner(Measuring, Committing):
                     raise ConfigError(
                         f"micro_batch={cfg.micro_batch} must divide the {batch.size} examples of the {batch.label}"
                     )
+
+    def _check_dimension(self) -> None:
+        """What the configuration asks of the model that only the built model can tell: ``k`` Hessian eigenvalues.
+
+        Checked before the run folder exists and before any step, so a ``k`` beyond the number of parameters is one
+        line (``ConfigError``), not a traceback at the first check.
+        """
+        cfg = self.cfg
+        dim = sum(p.numel() for p in self.task.params)
+        if cfg.k > dim:
+            raise ConfigError(
+                f"k={cfg.k} exceeds the {dim} parameters of this {cfg.task} model: its Hessian has only {dim} "
+                f"eigenvalues; choose k <= {dim} (the presets track 1 to 3)"
+            )
 
     def _due(self, every: int, step: int) -> bool:
         """Whether a diagnostic asked for every ``every`` checks runs at the check of ``step`` (0: never)."""
@@ -401,7 +422,10 @@ def _clear(path: Path) -> None:
 
 
 def _deliver(result: RunResult, raise_on_divergence: bool) -> RunResult:
-    """Return ``result``, or raise :class:`RunDivergedError` for a diverged run when asked (also when loaded)."""
+    """Return ``result``, or raise :class:`RunDivergedError` for a diverged run when asked (also when loaded).
+
+    A diverged run that is returned comes with a :class:`RunDivergedWarning` carrying the same message.
+    """
     if result.state == "diverged" and raise_on_divergence:
         cfg = result.config
         raise RunDivergedError(
@@ -409,7 +433,60 @@ def _deliver(result: RunResult, raise_on_divergence: bool) -> RunResult:
             f"measured up to then is kept in {result.path}. Try a smaller eta (now {cfg.eta:g}) or rho "
             f"(now {cfg.rho:g})."
         )
+    if result.state == "diverged":
+        _warn_diverged(result)
     return result
+
+
+def _warn_diverged(result: RunResult) -> None:
+    """The command line's divergence line (exit code 3), as a warning of the Python API."""
+    cfg = result.config
+    warnings.warn(
+        f"run {cfg.run_name()} diverged: {result.status.get('reason', 'no reason recorded')}; the run is returned "
+        f"with the rows up to then (raise_on_divergence=True raises instead). Try a smaller eta (now {cfg.eta:g}) "
+        f"or rho (now {cfg.rho:g})",
+        RunDivergedWarning,
+        stacklevel=4,
+    )
+
+
+def _note_other_world(result: RunResult, comm: Any) -> None:
+    """Under torchrun: say so when the stored run it loads was computed by another number of processes.
+
+    The run folder is named by the configuration alone (a run resumes with any number of processes), so ``torchrun``
+    with 2 processes loads a one-process result of the same configuration; its numbers agree to float32 round-off.
+    """
+    if not comm.distributed or not comm.is_writer:
+        return
+    worlds = sorted({int(s.get("world_size", 1)) for s in result.provenance.get("sessions", [])}) or [1]
+    if worlds != [comm.world_size]:
+        by = " and ".join(map(str, worlds))
+        print(
+            f"samedge_lib.engine.train: loaded the {result.state} run {result.path}, computed by {by} process(es), not "
+            f"by these {comm.world_size} (the same configuration; the numbers agree to float32 round-off); --force "
+            f"recomputes it with {comm.world_size}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _stopped_by_full_disk(path: Path, err: rf.DiskFullError, comm: Any) -> None:
+    """After a commit that found no space: say so in ``status.json`` (small; it may still fit), keeping the last commit.
+
+    The status keeps the row counts of the last commit that was written whole, so a reader still sees exactly those
+    rows; the state becomes ``interrupted`` (the same command continues once there is space) with the reason.
+    """
+    comm.own_error(err)
+    if not comm.is_writer:
+        return
+    with contextlib.suppress(Exception):
+        status = rf.read_status(path)
+        if status and status.get("state") not in rf.TERMINAL_STATES:
+            reason = str(err).split(";")[0]
+            status.update(
+                state="interrupted", stopped_at=status.get("steps_done"), reason=reason, updated_utc=rf.now_utc()
+            )
+            rf.atomic_write_json(path / rf.STATUS, status)
 
 
 def _check_budget(stop_after: int | None, max_seconds: float | None) -> None:
@@ -442,8 +519,10 @@ def run(
         data_dir: where the datasets are (default ``$SAMEDGE_DATA`` or the user cache).
         force: recompute even if a finished run of this configuration exists.
         progress: show a progress bar (steps, loss, last lambda1/edge).
-        raise_on_divergence: raise :class:`RunDivergedError` (after saving everything) instead of returning;
-            also when the diverged run is only loaded.
+        raise_on_divergence: raise :class:`RunDivergedError` (after saving everything) instead of returning
+            the run with a :class:`RunDivergedWarning`; also when the diverged run is only loaded.
+            ``warnings.simplefilter("error", samedge_lib.record.runfolder.RunWarning)`` turns every warning of
+            the API (a diverged run here, a diverged summary, stored runs that stopped early) into an error.
         stop_after: stop (with a commit) after this many steps; used to test resuming.
         max_seconds: stop (with a commit) once this call has run this long; call again to continue.
         wait: if another process is computing this run, wait for it (then load or resume) instead of raising
@@ -481,6 +560,7 @@ def run(
 
     done = comm.on_writer(stored)
     if done is not None:
+        _note_other_world(done, comm)
         return _deliver(done, raise_on_divergence)
     try:
         runner = _Runner(cfg, path, data_dir, progress, comm)
@@ -515,6 +595,7 @@ def run(
     with rf.writer_locked(path, comm, wait=wait, on_wait=note):
         done = comm.on_writer(prepare)
         if done is not None:
+            _note_other_world(done, comm)
             return _deliver(done, raise_on_divergence)
         if not runner.restore():
             status = comm.on_writer(stored_status)
@@ -536,6 +617,9 @@ def run(
             ) from None
         except Exception as err:
             runner.rollback()
+            if isinstance(err, rf.DiskFullError):  # a "failed" commit would not fit either; the last one stands
+                _stopped_by_full_disk(path, err, comm)
+                raise
             oom = isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError))
             reason = ("out of memory: " if oom else "") + _first_line(err)
             with contextlib.suppress(Exception):
@@ -550,5 +634,9 @@ def run(
                 ) from None
             comm.own_error(err)
             raise
-        runner.commit(final["state"], **{k: v for k, v in final.items() if k != "state"})
+        try:
+            runner.commit(final["state"], **{k: v for k, v in final.items() if k != "state"})
+        except rf.DiskFullError as err:
+            _stopped_by_full_disk(path, err, comm)
+            raise
     return _deliver(comm.on_writer(lambda: load_run(path)), raise_on_divergence)

@@ -14,6 +14,12 @@ accept both: a string is parsed as YAML (of which JSON and Python's list/dict li
 quoted strings are subsets), and anything that is neither the right container nor a string that parses to
 one raises one :class:`NotebookParameterError` that shows both ways of writing the value.
 
+**Unknown parameters and one-line errors.** papermill injects ``-p name value`` as a cell of assignments whether
+or not the notebook has a parameter ``name`` (it only logs a warning), so a misspelled ``-p stepz 5`` used to run
+the defaults. Every notebook's first checking cell calls :func:`check_parameters` with its ``globals()``: it refuses
+a name that the ``parameters`` cell does not declare (with "did you mean"), and makes a bad parameter's error show
+as its one line -- the cell's error output, which papermill prints, is the message alone, without the traceback.
+
 **Paths.** Notebooks run with any working directory (a Jupyter server started in ``notebooks/``, Colab,
 Binder, papermill's ``--cwd``): :func:`repo_path` resolves the repository's own relative paths
 (``results/benchmark``) against the repository root instead of the working directory.
@@ -21,6 +27,9 @@ Binder, papermill's ``--cwd``): :func:`repo_path` resolves the repository's own 
 
 from __future__ import annotations
 
+import ast
+import difflib
+import math
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +38,7 @@ import yaml
 
 from samedge_lib.record.config import (
     PRESETS,  # smoke: tests, seconds; cpu: the book on two CPU cores; paper: official, on a GPU
+    ConfigError,
 )
 from samedge_lib.record.provenance import REPO_ROOT
 
@@ -59,6 +69,10 @@ def check_number(
 ) -> Any:
     """Return ``value`` if it is a number within ``[minimum, maximum]``; else raise with the allowed range."""
     kind = "an integer" if integer else "a number"
+    if isinstance(value, float) and not math.isfinite(value):  # NaN passes every range check (it compares false)
+        raise NotebookParameterError(
+            f"parameter {name}={value!r} is not finite; it must be a finite {'integer' if integer else 'number'}"
+        )
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok_type:
         raise NotebookParameterError(f"parameter {name}={value!r} must be {kind}")
@@ -202,3 +216,84 @@ def show_parameters(values: Mapping[str, object]) -> None:
         Markdown("| parameter | value |\n|---|---|\n" + rows),
         metadata={PARAMETERS_METADATA_KEY: {k: repr(v) for k, v in values.items()}},
     )
+
+
+#: The first line of the cell papermill injects with the ``-p``/``-y`` values (``papermill.translators``).
+INJECTED_HEADER = "# Parameters"
+
+#: The errors a notebook shows as their one line: wrong parameters and configurations, which the user fixes.
+ONE_LINE_ERRORS: tuple[type[BaseException], ...] = (NotebookParameterError, ConfigError)
+
+
+def _one_line_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> None:
+    """IPython's custom-exception handler: show the error as ``Name: message``, one line, without the traceback.
+
+    ``_showtraceback`` is the hook through which IPython (and ipykernel, which sends it as the cell's error output)
+    shows every structured traceback; this one has the error's line alone.
+    """
+    shell._showtraceback(etype, value, [f"{etype.__name__}: {' '.join(str(value).split())}"])
+
+
+def show_errors_as_one_line(shell: Any = None) -> bool:
+    """Make this kernel show :data:`ONE_LINE_ERRORS` as their one line (what papermill then prints); return whether.
+
+    Uses IPython's ``set_custom_exc``; outside IPython (a plain interpreter) it does nothing and returns False.
+    """
+    if shell is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:  # pragma: no cover - IPython comes with every kernel
+            return False
+        shell = get_ipython()
+    if shell is None or not hasattr(shell, "set_custom_exc"):
+        return False
+    shell.set_custom_exc(ONE_LINE_ERRORS, _one_line_error)
+    return True
+
+
+def injected_names(history: Iterable[str]) -> list[str]:
+    """The names assigned by the last cell papermill injected (its source starts with :data:`INJECTED_HEADER`)."""
+    cells = [c for c in history if isinstance(c, str) and c.lstrip().startswith(INJECTED_HEADER)]
+    if not cells:
+        return []
+    try:
+        tree = ast.parse(cells[-1])
+    except SyntaxError:
+        return []
+    names: list[str] = []
+    for node in tree.body:
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
+        names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
+    return names
+
+
+def check_parameters(namespace: Mapping[str, Any], declared: Iterable[str] | None = None) -> list[str]:
+    """A notebook's first check: one-line errors from here on, and no parameter the notebook does not have.
+
+    Args:
+        namespace: the notebook's ``globals()``. The declared parameters are the typed assignments of its
+            ``parameters`` cell (``namespace["__annotations__"]``), the injected ones those of papermill's injected
+            cell in the kernel's input history (``namespace["In"]``).
+        declared: the parameter names, if not those annotations.
+
+    Returns:
+        The injected names (all declared).
+
+    Raises:
+        NotebookParameterError: an injected name is not a parameter of the notebook (with "did you mean").
+
+    """
+    show_errors_as_one_line()
+    known = list(declared) if declared is not None else list(namespace.get("__annotations__", {}))
+    given = injected_names(namespace.get("In", []))
+    unknown = [n for n in given if n not in known]
+    if unknown and known:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise NotebookParameterError(
+            f"parameter {unknown[0]!r} is not a parameter of this notebook{hint}; its parameters are: "
+            f"{', '.join(known)} (papermill --help-notebook NOTEBOOK describes them); nothing was computed"
+        )
+    return given

@@ -17,6 +17,7 @@ Presets (:func:`preset_config`):
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
@@ -64,8 +65,33 @@ LATER_FIELDS: dict[str, Any] = {
 }
 
 
+def _plain_zeros(obj: Any) -> Any:
+    """``obj`` with every ``-0.0`` replaced by ``0.0`` (nothing else changes, so no other identity hash moves)."""
+    if isinstance(obj, dict):
+        return {k: _plain_zeros(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain_zeros(v) for v in obj]
+    return 0.0 if isinstance(obj, float) and obj == 0 else obj
+
+
 class ConfigError(ValueError):
     """A run configuration field has a value that cannot be used."""
+
+
+class UnknownFieldError(ConfigError, TypeError):
+    """A field name :class:`RunConfig` does not have (also a ``TypeError``, as any unknown keyword argument is)."""
+
+
+def check_field_names(names: Any, where: str) -> None:
+    """Raise :class:`UnknownFieldError` for the first name that is not a field of :class:`RunConfig`, with the
+    closest field ("did you mean") and the list of fields, as the command line's ``--set`` does.
+    """
+    known = [f.name for f in dataclasses.fields(RunConfig)]
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UnknownFieldError(f"{where}: unknown field {name!r}{hint}; the fields are: {', '.join(known)}")
 
 
 def _choice(name: str, value: Any, allowed: tuple) -> None:
@@ -226,7 +252,17 @@ class RunConfig:
         if not isinstance(self.tf32, bool):
             raise ConfigError(f"tf32 must be true or false, got {self.tf32!r}")
         self._validate_variants()
+        self._validate_solver()
         return self
+
+    def _validate_solver(self) -> None:
+        """What the tracker's Lanczos needs of its settings (the model's dimension is checked by the engine)."""
+        if self.lanczos_max_iter < self.k:
+            raise ConfigError(
+                f"k={self.k} is more than lanczos_max_iter={self.lanczos_max_iter}: Lanczos needs at least k "
+                f"Hessian-vector products per check to find k eigenvalues; set k <= {self.lanczos_max_iter} (the "
+                f"presets track 1 to 3; k is at most the model's parameter count) or lanczos_max_iter >= {self.k}"
+            )
 
     def _validate_variants(self) -> None:
         """Momentum, Nesterov and a late switch to SAM: the combinations the update rule defines."""
@@ -298,7 +334,7 @@ class RunConfig:
         The fields of :data:`LATER_FIELDS` enter the hash only when they differ from their defaults, so a
         configuration that does not use them keeps the identity (and run folder) it had before they existed.
         """
-        d = self.to_dict()
+        d = _plain_zeros(self.to_dict())  # -0.0 is the run of 0.0 (``--rho -0.0`` is ``--rho 0``)
         for key in ("name", "checkpoint_every", "checkpoint_seconds", "device"):
             d.pop(key)
         for key, default in LATER_FIELDS.items():
@@ -320,6 +356,7 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> RunConfig:
         """A validated copy with some fields changed."""
+        check_field_names(changes, "RunConfig.replace")
         return dataclasses.replace(self, **changes).validate()
 
 
@@ -424,7 +461,8 @@ def preset_config(task: str, preset: str, rho: float = 0.0, **overrides: Any) ->
         fields.setdefault("device", "auto")
     else:
         fields.setdefault("device", "cpu")
-    fields.update(task=task, rho=float(rho), optimizer="gd" if rho == 0 else "sam")
+    fields.update(task=task, rho=float(rho) + 0.0, optimizer="gd" if rho == 0 else "sam")  # + 0.0: -0.0 is 0.0
+    check_field_names(overrides, "preset_config")
     fields.update(overrides)
     return RunConfig(**fields).validate()
 

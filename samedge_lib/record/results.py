@@ -15,6 +15,8 @@ The statistics are defined once here, with their rules stated, so every chapter,
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ import pandas as pd
 
 from samedge_lib.record.config import RunConfig
 from samedge_lib.record.provenance import REPO_ROOT
-from samedge_lib.record.runfolder import RunResult, load_run
+from samedge_lib.record.runfolder import RunResult, RunWarning, load_run
 from samedge_lib.theory.rules import UpdateRule
 
 #: Where paper-scale (GPU) runs are stored in the repository.
@@ -123,6 +125,8 @@ def summarize(result: RunResult, data: str | None = None) -> dict:
         "wall_seconds": result.provenance.get("timings", {}).get("wall_seconds"),
         "device": result.provenance.get("device_name"),
     }
+    if result.state != "finished":
+        out.update(steps_total=cfg.steps, note=result.state_note)  # where it stopped, as the command line says
     if df.empty:
         return out
     last = df.iloc[-1]
@@ -143,12 +147,64 @@ def summarize(result: RunResult, data: str | None = None) -> dict:
     for key in ("test_loss", "test_accuracy", "accuracy"):
         if key in df:
             out[f"final_{key}"] = float(last[key])
+    if result.state == "diverged":
+        _divergence(result, out, int(last["step"]), float(last["loss"]))
     return out
 
 
-def stored_runs(root: str | Path = STORED_RESULTS) -> list[RunResult]:
-    """All paper-scale runs stored under ``results/paper`` (empty list if none)."""
+def _divergence(result: RunResult, out: dict, last_check: int, check_loss: float) -> None:
+    """A diverged run's summary: ``final_loss`` is the training loss where it diverged, not the last finite check's.
+
+    The other ``final_*`` numbers are of the last check (``last_check_step``); a :class:`RunWarning` says so, as the
+    command line reports a divergence (exit code 3).
+    """
+    steps = result.steps
+    loss, at = check_loss, last_check
+    if not steps.empty and int(steps["step"].iloc[-1]) >= last_check:  # the update that diverged, after that check
+        loss, at = float(steps["loss"].iloc[-1]), int(steps["step"].iloc[-1])
+    out.update(
+        final_loss=loss, final_loss_step=at, diverged_at_step=result.status.get("step"), last_check_step=last_check
+    )
+    warnings.warn(
+        f"run {result.config.run_name()} diverged at step {result.status.get('step', '?')} "
+        f"({result.status.get('reason', 'no reason recorded')}): its final_loss is the training loss at step {at} "
+        f"({loss:.4g}); final_lambda_1 and the other final_* numbers are of the last check, at step {last_check}",
+        RunWarning,
+        stacklevel=3,
+    )
+
+
+def stored_runs(root: str | Path = STORED_RESULTS, *, warn: bool = True) -> list[RunResult]:
+    """All paper-scale runs stored under ``results/paper`` (empty list if none).
+
+    A run that stopped early (``RunResult.stopped_early``: interrupted, failed, still running) is returned as it is,
+    with :attr:`~samedge_lib.record.runfolder.RunResult.state_note` saying at which step of how many; with ``warn``
+    a :class:`~samedge_lib.record.runfolder.RunWarning` lists them. The book passes ``warn=False`` and shows
+    :func:`stopped_early_note` instead (a warning would be a stderr line, which fails the build).
+    """
     root = Path(root)
     if not root.exists():
         return []
-    return [load_run(p) for p in sorted(root.iterdir()) if (p / "config.json").exists()]
+    runs = [load_run(p) for p in sorted(root.iterdir()) if (p / "config.json").exists()]
+    note = stopped_early_note(runs, markdown=False)
+    if warn and note:
+        warnings.warn(note, RunWarning, stacklevel=2)
+    return runs
+
+
+def stopped_early_note(runs: Iterable[RunResult], *, markdown: bool = True) -> str:
+    """One sentence naming the runs that stopped early and where (``""`` when every run finished or diverged).
+
+    The book shows it wherever stored runs are used (``chapter.ExperimentChapter.show_stored``, the appendix's
+    tracking-cost table): their numbers describe only the steps they reached.
+    """
+    runs = list(runs)
+    early = [r for r in runs if r.stopped_early]
+    if not early:
+        return ""
+    name = (lambda r: f"`{r.path.name}`") if markdown else (lambda r: r.path.name)
+    listed = "; ".join(f"{name(r)}: {r.state_note}" for r in early)
+    return (
+        f"{len(early)} of {len(runs)} stored runs stopped early, and their numbers describe only the steps they "
+        f"reached: {listed}"
+    )

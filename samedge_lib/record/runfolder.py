@@ -35,6 +35,7 @@ import fcntl
 import json
 import math
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -77,6 +78,18 @@ class RunFolderError(RuntimeError):
 
 class RunLockedError(RuntimeError):
     """Another process holds the run folder's lock (it is computing this run right now)."""
+
+
+class RunWarning(UserWarning):
+    """A result the Python API returns that the command line would report: a diverged run, a run that stopped early.
+
+    ``warnings.simplefilter("error", RunWarning)`` makes every such warning an error (``run(...,
+    raise_on_divergence=True)`` raises for a divergence alone).
+    """
+
+
+class DiskFullError(RunFolderError):
+    """A file did not fit on the run folder's file system; the folder's last commit is intact (see the message)."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -188,11 +201,17 @@ def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
 
     The bytes go to a unique temporary file next to ``path`` (so two writers never share one), which is
     flushed, ``fsync``'d and renamed over ``path``; then the folder is ``fsync``'d. On any error the
-    temporary file is removed and ``path`` is untouched.
+    temporary file is removed and ``path`` is untouched; a full file system (or quota) raises
+    :class:`DiskFullError`, which says how much space the write needs. The file gets the permissions of any new
+    file (``0666`` less the umask), not the temporary file's ``0600``.
     """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise _disk_full(path, write, err) or err from None
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 would hide the run from the user's group
         with os.fdopen(fd, "wb") as f:
             write(f)
             fault_point(f"{path.name}:written")
@@ -200,12 +219,87 @@ def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
             os.fsync(f.fileno())
         fault_point(f"{path.name}:synced")
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
+        full = _disk_full(path, write, err)
+        if full is not None:
+            raise full from None
         raise
     fault_point(f"{path.name}:renamed")
     fsync_dir(path.parent)
+
+
+def current_umask() -> int:
+    """The process's umask (the permission bits new files must not have), read without changing it where possible."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # no /proc: set and restore (another thread creating a file meanwhile gets 022)
+    os.umask(mask)
+    return mask
+
+
+#: ``errno`` values of a full file system or an exhausted quota.
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class _CountingSink:
+    """A binary "file" that keeps nothing and counts the bytes written to it (the size a write needs)."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _no_space(err: BaseException | None) -> bool:
+    """Whether ``err`` or an error it arose from is a full file system (``torch.save`` wraps it in a RuntimeError)."""
+    seen = 0
+    while err is not None and seen < 8:
+        if isinstance(err, OSError) and err.errno in NO_SPACE_ERRNOS:
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
+def _megabytes(n: float) -> str:
+    return f"{n / 1e6:.2f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
+
+
+def _disk_full(path: Path, write: Callable[[Any], None], err: BaseException) -> DiskFullError | None:
+    """The one-line error for a write of ``path`` that found no space (``None`` when ``err`` is something else).
+
+    It names the folder, what the write needs (measured by writing to a counting sink) and what is free. A commit
+    writes ``checkpoint.pt`` beside the old one, so a commit needs at least the checkpoint's size free.
+    """
+    if not _no_space(err):
+        return None
+    folder = path.parent
+    sink = _CountingSink()
+    try:
+        write(sink)
+        need = sink.size
+    except Exception:  # noqa: BLE001 -- the size is a courtesy; the error is reported without it
+        need = 0
+    with contextlib.suppress(OSError):
+        need = max(need, (folder / CHECKPOINT).stat().st_size)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = 0
+    short = max(need - free, 0) + 1_000_000  # and a megabyte for the tables and records around it
+    return DiskFullError(
+        f"no space left on the file system of {folder}: writing {path.name} needs about {_megabytes(need)} free, "
+        f"{_megabytes(free)} is; the folder's last commit is intact. Free at least {_megabytes(short)} there (or "
+        f"choose another --root) and run the same command again: it continues from that commit"
+    )
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -256,7 +350,7 @@ def locked(folder: Path, *, wait: bool = False, on_wait: Callable[[str], None] |
     try:
         folder.mkdir(parents=True, exist_ok=True)
         lock_file = folder / LOCK
-        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)  # less the umask, as every file of the folder
     except OSError as err:
         why = err.strerror or err
         raise RunFolderError(f"cannot create the run folder {folder}: {why}; choose another --root") from None
@@ -455,6 +549,24 @@ class RunResult:
     def finished(self) -> bool:
         """True when the run completed all its steps."""
         return self.state == "finished"
+
+    @property
+    def stopped_early(self) -> bool:
+        """True when the run neither finished nor diverged: interrupted, failed, still running, or never started.
+
+        Its tables describe only the steps it reached (:attr:`state_note` says which); the same command continues it.
+        """
+        return self.state not in TERMINAL_STATES
+
+    @property
+    def state_note(self) -> str:
+        """Where the run stands, in words: ``"interrupted at step 120 of 600 (reason)"``; ``""`` for a finished run."""
+        if self.finished:
+            return ""
+        done = self.status.get("step", self.status.get("stopped_at", self.status.get("steps_done", 0)))
+        reason = self.status.get("reason")
+        note = f"{self.state or 'not started'} at step {done} of {self.config.steps}"
+        return f"{note} ({reason})" if reason else note
 
 
 def read_config(folder: Path) -> RunConfig:

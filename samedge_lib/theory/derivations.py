@@ -377,36 +377,45 @@ class SamVariants:
         eff_hb, eff_n = _ref(derived["eff_hb"], E, Bt), _ref(derived["eff_n"], E, Bn)
         lam_hb, lam_n = U * 2 / eff_hb, U * 2 / eff_n
         checks = {
-            "usam_edge(eta, r)": (edges.usam_edge(E, P), _ref(derived["E_U"], E, P)),
-            "usam_multiplier(lambda, eta, r)": (edges.usam_multiplier(L, E, P), _ref(derived["m_u"], L, E, P)),
-            "usam_negative_window(eta, r)[0]": (edges.usam_negative_window(E, P)[0], _ref(derived["window"], E, P)),
-            "effective_eta (heavy ball)": (edges.effective_eta(E, Bt), eff_hb),
-            "effective_eta (Nesterov)": (edges.effective_eta(E, Bn, nesterov=True), eff_n),
+            "usam_edge(eta, r)": (edges.usam_edge(eta=E, r=P), _ref(derived["E_U"], E, P)),
+            "usam_multiplier(lambda, eta, r)": (
+                edges.usam_multiplier(lam=L, eta=E, r=P),
+                _ref(derived["m_u"], L, E, P),
+            ),
+            "usam_negative_window(eta, r)[0]": (
+                edges.usam_negative_window(eta=E, r=P)[0],
+                _ref(derived["window"], E, P),
+            ),
+            "effective_eta (heavy ball)": (edges.effective_eta(eta=E, beta=Bt), eff_hb),
+            "effective_eta (Nesterov)": (edges.effective_eta(eta=E, beta=Bn, nesterov=True), eff_n),
             "momentum_sam_edge (heavy ball)": (
-                edges.momentum_sam_edge(Gn, E, P, Bt),
+                edges.momentum_sam_edge(grad_norm=Gn, eta=E, rho=P, beta=Bt),
                 _ref(derived["S_e"], eff_hb, P, Gn),
             ),
             "momentum_sam_edge (Nesterov)": (
-                edges.momentum_sam_edge(Gn, E, P, Bn, nesterov=True),
+                edges.momentum_sam_edge(grad_norm=Gn, eta=E, rho=P, beta=Bn, nesterov=True),
                 _ref(derived["S_e"], eff_n, P, Gn),
             ),
-            "momentum_usam_edge (heavy ball)": (edges.momentum_usam_edge(E, P, Bt), _ref(derived["E_U"], eff_hb, P)),
+            "momentum_usam_edge (heavy ball)": (
+                edges.momentum_usam_edge(eta=E, r=P, beta=Bt),
+                _ref(derived["E_U"], eff_hb, P),
+            ),
             "momentum_two_cycle_amplitude (heavy ball)": (
-                edges.momentum_two_cycle_amplitude(lam_hb, E, P, Bt),
+                edges.momentum_two_cycle_amplitude(lam1=lam_hb, eta=E, rho=P, beta=Bt),
                 _ref(derived["amp_e"], eff_hb, P, lam_hb),
             ),
             "momentum_two_cycle_amplitude (Nesterov)": (
-                edges.momentum_two_cycle_amplitude(lam_n, E, P, Bn, nesterov=True),
+                edges.momentum_two_cycle_amplitude(lam1=lam_n, eta=E, rho=P, beta=Bn, nesterov=True),
                 _ref(derived["amp_e"], eff_n, P, lam_n),
             ),
             "edge_elasticity(alpha)": (edges.edge_elasticity(AL), _ref(derived["eps"], AL)),
             "switch_growth(alpha)": (edges.switch_growth(AL), _ref(derived["growth"], AL)),
             "collapse_variable(S, g, eta, rho)": (
-                edges.collapse_variable(edges.sam_edge(Gn, E, P), Gn, E, P),
+                edges.collapse_variable(lam1=edges.sam_edge(grad_norm=Gn, eta=E, rho=P), grad_norm=Gn, eta=E, rho=P),
                 np.ones(n),
             ),
             "collapse_variable(lambda, g, eta, rho)": (
-                edges.collapse_variable(np.abs(L), Gn, E, P),
+                edges.collapse_variable(lam1=np.abs(L), grad_norm=Gn, eta=E, rho=P),
                 _ref(derived["Lam"], np.abs(L), Gn, E, P),
             ),
         }
@@ -510,7 +519,7 @@ class PhaseDiagram:
         ref_inv = _ref(sp.lambdify(Rs, Rs**2 / (1 - Rs), "mpmath"), RR)
         ref_lam = _ref(sp.lambdify((y, a), y * (1 + y / a), "mpmath"), Y, AL)
         G = 2 * P * AL / E  # the gradient norm with this alpha
-        lib_lam = edges.collapse_variable(2 * Y / E, G, E, P)
+        lib_lam = edges.collapse_variable(lam1=2 * Y / E, grad_norm=G, eta=E, rho=P)
         a_sqrt, a_gd = float(self.a_sqrt), float(self.a_gd)
         low, high = edges.regime_bounds(0.1)
         errors = {

@@ -5,7 +5,16 @@ sympy and proves that :func:`sam_edge` equals the derived expression; every trai
 and figure takes its "SAM-edge" numbers from here.
 
 All functions accept Python floats, NumPy arrays or torch tensors (broadcasting as usual) and
-return the same kind. The module imports no torch: a tensor can only exist once torch is imported, so tensors are
+return the same kind. A function of several quantities takes them **by keyword**, always named and listed in one
+order -- the rule's settings ``eta``, ``rho`` (or ``r``), ``beta``, ``nesterov``, then the iterate's ``grad_norm``,
+then a curvature ``lam`` / ``lam1`` -- the order of the README's ``SAM-edge(eta, rho, ||g||)``::
+
+    sam_edge(eta=0.1, rho=0.05, grad_norm=2.0)
+
+Positional arguments are still read, in each function's order of version 0.1 (``sam_edge(grad_norm, eta,
+rho)``, ``usam_edge(eta, r)``, ...), with a :class:`PositionalArgumentWarning` that says how they were read
+(``warnings.simplefilter("error", PositionalArgumentWarning)`` turns it into an error); a later version will
+refuse them. The module imports no torch: a tensor can only exist once torch is imported, so tensors are
 recognised through ``sys.modules`` and reading results never pays torch's import. Invalid inputs raise
 :class:`ValueError` naming the offending argument.
 
@@ -16,8 +25,11 @@ batch the next update uses (not at the ascent point, and with no ``+1e-5``).
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
+import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -36,6 +48,55 @@ def _torch() -> Any:
 def _is_tensor(x: object) -> bool:
     torch = _torch()
     return torch is not None and isinstance(x, torch.Tensor)
+
+
+class PositionalArgumentWarning(FutureWarning):
+    """An edge function was called with positional arguments: they are read in its old order (module docstring)."""
+
+
+def _short(value: object) -> str:
+    """A value as a warning shows it: a number's repr, an array's or tensor's kind and shape."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and len(shape) > 0:
+        return f"<{type(value).__name__} of shape {tuple(shape)}>"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _keywords(*old_order: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Make a function's arguments keyword-only, reading positional ones in ``old_order`` with a warning.
+
+    The warning names the values as they were read, so a call in another order (the README's, say) is seen at once.
+    """
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        names = fn.__code__.co_varnames[: fn.__code__.co_kwonlyargcount]
+        spelled = ", ".join(f"{n}=..." for n in names)
+
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if args:
+                if len(args) > len(old_order):
+                    raise TypeError(
+                        f"{fn.__name__} takes keyword arguments: {fn.__name__}({spelled}); got {len(args)} positional"
+                    )
+                read = dict(zip(old_order, args, strict=False))
+                twice = sorted(set(read) & set(kwargs))
+                if twice:
+                    raise TypeError(f"{fn.__name__} got {', '.join(twice)} both by position and by keyword")
+                shown = ", ".join(f"{n}={_short(v)}" for n, v in read.items())
+                warnings.warn(
+                    f"{fn.__name__} called with positional arguments, read in its old order as {shown}; write "
+                    f"{fn.__name__}({spelled}) (positional arguments will be refused in a later version)",
+                    PositionalArgumentWarning,
+                    stacklevel=2,
+                )
+                kwargs.update(read)
+            return fn(**kwargs)
+
+        return call
+
+    return wrap
 
 
 #: The constant the official code adds to ``||g||`` in the SAM ascent step (not in the edge).
@@ -97,7 +158,8 @@ def gd_edge(eta: ArrayLike) -> ArrayLike:
     return 2.0 / eta
 
 
-def sam_edge(grad_norm: ArrayLike, eta: ArrayLike, rho: ArrayLike) -> ArrayLike:
+@_keywords("grad_norm", "eta", "rho")
+def sam_edge(*, eta: ArrayLike, rho: ArrayLike, grad_norm: ArrayLike) -> ArrayLike:
     """The SAM-edge: the largest Hessian eigenvalue normalised SAM can sustain.
 
     It is the positive root of ``(eta*rho/||g||) lam^2 + eta*lam - 2 = 0``,
@@ -114,18 +176,21 @@ def sam_edge(grad_norm: ArrayLike, eta: ArrayLike, rho: ArrayLike) -> ArrayLike:
     return 4.0 / (eta * (1.0 + _sqrt(1.0 + x)))
 
 
-def usam_edge(eta: ArrayLike, r: ArrayLike) -> ArrayLike:
+@_keywords("eta", "r")
+def usam_edge(*, eta: ArrayLike, r: ArrayLike) -> ArrayLike:
     """The edge of unnormalised SAM ``w - eta grad(w + r grad(w))``: positive root of ``eta lam (1 + r lam) = 2``.
 
     ``(sqrt(1 + 8 r/eta) - 1)/(2 r) = 4/(eta (1 + sqrt(1 + 8 r/eta)))``; it does not depend on ``||g||``.
-    Normalised SAM is unnormalised SAM with ``r = rho/||g||``, so ``usam_edge(eta, rho/g) == sam_edge(g, eta, rho)``.
+    Normalised SAM is unnormalised SAM with ``r = rho/||g||``, so
+    ``usam_edge(eta=eta, r=rho/g) == sam_edge(eta=eta, rho=rho, grad_norm=g)``.
     """
     _check_positive("eta", eta)
     _check_nonnegative("r", r, "radius")
     return 4.0 / (eta * (1.0 + _sqrt(1.0 + 8.0 * r / eta)))
 
 
-def alpha(grad_norm: ArrayLike, eta: ArrayLike, rho: ArrayLike) -> ArrayLike:
+@_keywords("grad_norm", "eta", "rho")
+def alpha(*, eta: ArrayLike, rho: ArrayLike, grad_norm: ArrayLike) -> ArrayLike:
     """The dimensionless number ``alpha = eta ||g|| / (2 rho)`` that alone sets ``SAM-edge / (2/eta)``."""
     _check_nonnegative("grad_norm", grad_norm, "gradient norm")
     _check_positive("eta", eta)
@@ -143,11 +208,12 @@ def edge_ratio(alpha_value: ArrayLike) -> ArrayLike:
     return 2.0 / (1.0 + _sqrt(1.0 + x))
 
 
-def sam_multiplier(lam: ArrayLike, grad_norm: ArrayLike, eta: ArrayLike, rho: ArrayLike) -> ArrayLike:
+@_keywords("lam", "grad_norm", "eta", "rho")
+def sam_multiplier(*, eta: ArrayLike, rho: ArrayLike, grad_norm: ArrayLike, lam: ArrayLike) -> ArrayLike:
     """Per-eigendirection factor of one SAM step on a quadratic: ``1 - eta lam - eta rho lam^2 / ||g||``.
 
     The error component along an eigenvector with eigenvalue ``lam`` is multiplied by this number;
-    it has magnitude above 1 exactly when ``lam > sam_edge(grad_norm, eta, rho)`` (for ``lam > 0``).
+    it has magnitude above 1 exactly when ``lam > sam_edge(eta=eta, rho=rho, grad_norm=grad_norm)`` (for ``lam > 0``).
     """
     _check_positive("grad_norm", grad_norm)
     _check_positive("eta", eta)
@@ -155,10 +221,12 @@ def sam_multiplier(lam: ArrayLike, grad_norm: ArrayLike, eta: ArrayLike, rho: Ar
     return 1.0 - eta * lam - eta * rho * lam * lam / grad_norm
 
 
-def two_cycle_amplitude(lam1: ArrayLike, eta: ArrayLike, rho: ArrayLike) -> ArrayLike:
+@_keywords("lam1", "eta", "rho")
+def two_cycle_amplitude(*, eta: ArrayLike, rho: ArrayLike, lam1: ArrayLike) -> ArrayLike:
     """Amplitude ``|c| = eta rho lam1 / (2 - eta lam1)`` of SAM's period-2 orbit along the top eigenvector.
 
-    On that orbit ``||g|| = lam1 |c|`` and ``lam1 == sam_edge(||g||, eta, rho)`` exactly (Proposition C).
+    On that orbit ``||g|| = lam1 |c|`` and ``lam1 == sam_edge(eta=eta, rho=rho, grad_norm=lam1 |c|)`` exactly
+    (Proposition C).
     Requires ``0 < eta * lam1 < 2``.
     """
     _check_positive("lam1", lam1)
@@ -182,7 +250,8 @@ def _check_beta(beta: ArrayLike, nesterov: bool) -> None:
         raise ValueError("nesterov=True needs beta > 0 (with beta = 0 there is no momentum to look ahead with)")
 
 
-def effective_eta(eta: ArrayLike, beta: ArrayLike, nesterov: bool = False) -> ArrayLike:
+@_keywords("eta", "beta", "nesterov")
+def effective_eta(*, eta: ArrayLike, beta: ArrayLike, nesterov: bool = False) -> ArrayLike:
     """The step size at which momentum-free SAM has the same edge as SAM with momentum ``beta``.
 
     In PyTorch's conventions (``torch.optim.SGD``: ``v <- beta v + s``; heavy ball ``w <- w - eta v``;
@@ -200,20 +269,22 @@ def effective_eta(eta: ArrayLike, beta: ArrayLike, nesterov: bool = False) -> Ar
     return eta / (1.0 + beta)
 
 
+@_keywords("grad_norm", "eta", "rho", "beta", "nesterov")
 def momentum_sam_edge(
-    grad_norm: ArrayLike, eta: ArrayLike, rho: ArrayLike, beta: ArrayLike, nesterov: bool = False
+    *, eta: ArrayLike, rho: ArrayLike, beta: ArrayLike, nesterov: bool = False, grad_norm: ArrayLike
 ) -> ArrayLike:
-    """The SAM-edge of SAM with heavy-ball or Nesterov momentum: ``sam_edge(||g||, effective_eta, rho)``.
+    """The SAM-edge of SAM with heavy-ball or Nesterov momentum: ``sam_edge(eta=effective_eta, rho=rho, grad_norm=g)``.
 
     ``rho = 0`` gives GD with momentum: ``2 (1 + beta)/eta`` (heavy ball), ``2 (1 + beta)/(eta (1 + 2 beta))``
     (Nesterov). It assumes ``||g||`` varies slowly over the momentum's memory, ``~1/(1 - beta)`` steps.
     """
-    return sam_edge(grad_norm, effective_eta(eta, beta, nesterov), rho)
+    return sam_edge(eta=effective_eta(eta=eta, beta=beta, nesterov=nesterov), rho=rho, grad_norm=grad_norm)
 
 
-def momentum_usam_edge(eta: ArrayLike, r: ArrayLike, beta: ArrayLike, nesterov: bool = False) -> ArrayLike:
-    """The edge of unnormalised SAM with momentum: ``usam_edge(effective_eta, r)`` (no dependence on ``||g||``)."""
-    return usam_edge(effective_eta(eta, beta, nesterov), r)
+@_keywords("eta", "r", "beta", "nesterov")
+def momentum_usam_edge(*, eta: ArrayLike, r: ArrayLike, beta: ArrayLike, nesterov: bool = False) -> ArrayLike:
+    """The edge of unnormalised SAM with momentum: ``usam_edge(eta=effective_eta, r=r)`` (independent of ``||g||``)."""
+    return usam_edge(eta=effective_eta(eta=eta, beta=beta, nesterov=nesterov), r=r)
 
 
 def adaptive_edge(eta: ArrayLike, beta1: ArrayLike) -> ArrayLike:
@@ -230,18 +301,21 @@ def adaptive_edge(eta: ArrayLike, beta1: ArrayLike) -> ArrayLike:
     return (2.0 + 2.0 * beta1) / ((1.0 - beta1) * eta)
 
 
+@_keywords("lam1", "eta", "rho", "beta", "nesterov")
 def momentum_two_cycle_amplitude(
-    lam1: ArrayLike, eta: ArrayLike, rho: ArrayLike, beta: ArrayLike, nesterov: bool = False
+    *, eta: ArrayLike, rho: ArrayLike, beta: ArrayLike, nesterov: bool = False, lam1: ArrayLike
 ) -> ArrayLike:
     """Amplitude of the period-2 orbit of SAM with momentum along the top eigenvector.
 
-    ``two_cycle_amplitude(lam1, effective_eta, rho)``; on that orbit ``||g|| = lam1 |c|`` and
-    ``lam1 == momentum_sam_edge(||g||, eta, rho, beta, nesterov)`` exactly, as Proposition C for ``beta = 0``.
+    ``two_cycle_amplitude(eta=effective_eta, rho=rho, lam1=lam1)``; on that orbit ``||g|| = lam1 |c|`` and
+    ``lam1 == momentum_sam_edge(eta=eta, rho=rho, beta=beta, nesterov=nesterov, grad_norm=lam1 |c|)`` exactly, as
+    Proposition C for ``beta = 0``.
     """
-    return two_cycle_amplitude(lam1, effective_eta(eta, beta, nesterov), rho)
+    return two_cycle_amplitude(eta=effective_eta(eta=eta, beta=beta, nesterov=nesterov), rho=rho, lam1=lam1)
 
 
-def collapse_variable(lam1: ArrayLike, grad_norm: ArrayLike, eta: ArrayLike, rho: ArrayLike) -> ArrayLike:
+@_keywords("lam1", "grad_norm", "eta", "rho")
+def collapse_variable(*, eta: ArrayLike, rho: ArrayLike, grad_norm: ArrayLike, lam1: ArrayLike) -> ArrayLike:
     """``Lambda = (eta/2) lam1 (1 + rho lam1/||g||)``: 1 exactly when ``lam1`` is on the SAM-edge.
 
     Below the edge it is < 1, above it > 1 (it is the SAM multiplier's distance from -1, rescaled), so runs
@@ -269,7 +343,8 @@ def edge_elasticity(alpha_value: ArrayLike) -> ArrayLike:
 # Unnormalised SAM on a quadratic, the switch from GD to SAM, and the regimes of R(alpha). Derived and
 # proved equal to their sympy expressions in the book's chapters "SAM's variants" and "The phase diagram".
 # ------------------------------------------------------------------------------------------------
-def usam_multiplier(lam: ArrayLike, eta: ArrayLike, r: ArrayLike) -> ArrayLike:
+@_keywords("lam", "eta", "r")
+def usam_multiplier(*, eta: ArrayLike, r: ArrayLike, lam: ArrayLike) -> ArrayLike:
     """Per-eigendirection factor of one unnormalised-SAM step on a quadratic: ``1 - eta lam - eta r lam^2``.
 
     USAM is exactly linear on a quadratic (``w+ - w* = (I - eta H - eta r H^2)(w - w*)``), so unlike SAM's
@@ -280,7 +355,8 @@ def usam_multiplier(lam: ArrayLike, eta: ArrayLike, r: ArrayLike) -> ArrayLike:
     return 1.0 - eta * lam - eta * r * lam * lam
 
 
-def usam_negative_window(eta: ArrayLike, r: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
+@_keywords("eta", "r")
+def usam_negative_window(*, eta: ArrayLike, r: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
     """The negative curvatures USAM is *attracted* along: ``(-(1 + sqrt(1 + 8 r/eta))/(2 r), -1/r)``.
 
     Inside this interval ``|usam_multiplier| < 1`` although ``lam < 0``: the ascent step ``r g`` overshoots the
@@ -335,7 +411,8 @@ def edge_regime(alpha_value: float, tol: float = 0.1) -> str:
 
 # Beyond the paper: the minibatch SAM-edge when gradient noise dominates (book chapter on stochastic SAM).
 # ------------------------------------------------------------------------------------------------
-def noise_dominated_sam_edge(eta: ArrayLike, rho: ArrayLike, noise_sq: ArrayLike) -> ArrayLike:
+@_keywords("eta", "rho", "noise_sq")
+def noise_dominated_sam_edge(*, eta: ArrayLike, rho: ArrayLike, noise_sq: ArrayLike) -> ArrayLike:
     """The minibatch SAM-edge where noise sets ``||g_B||`` and ``alpha_B << 1``: ``sqrt(2/(eta rho)) noise_sq^(1/4)``.
 
     ``noise_sq`` is ``E ||g_B||^2`` when the full-batch gradient is negligible against the noise, i.e.

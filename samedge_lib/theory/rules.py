@@ -197,7 +197,11 @@ class UpdateRule:
     @property
     def eta_eff(self) -> float:
         """The step size of the momentum-free rule with the same edge (``eta`` itself without momentum)."""
-        return float(effective_eta(self.eta, self.momentum, self.nesterov)) if self.momentum > 0 else self.eta
+        return (
+            float(effective_eta(eta=self.eta, beta=self.momentum, nesterov=self.nesterov))
+            if self.momentum > 0
+            else self.eta
+        )
 
     # -- the edge -------------------------------------------------------------------------
     def edge(self, grad_norm: float, step: int | None = None) -> float:
@@ -209,10 +213,12 @@ class UpdateRule:
         """
         rho = self.rho_at(step)
         if not self.ascent.normalized and rho > 0:
-            return float(momentum_usam_edge(self.eta, rho, self.momentum, self.nesterov))
+            return float(momentum_usam_edge(eta=self.eta, r=rho, beta=self.momentum, nesterov=self.nesterov))
         if math.isnan(grad_norm):
             return math.nan
-        return float(momentum_sam_edge(grad_norm, self.eta, rho, self.momentum, self.nesterov))
+        return float(
+            momentum_sam_edge(grad_norm=grad_norm, eta=self.eta, rho=rho, beta=self.momentum, nesterov=self.nesterov)
+        )
 
     def sam_edge(self, grad_norm: float) -> float:
         """The paper's momentum-free SAM-edge ``sam_edge(||g||, eta, rho)`` for the rule's ``eta`` and ``rho``.
@@ -221,7 +227,7 @@ class UpdateRule:
         """
         if not self.ascent.normalized or not math.isfinite(grad_norm):
             return math.nan
-        return float(sam_edge(grad_norm, self.eta, self.rho))
+        return float(sam_edge(grad_norm=grad_norm, eta=self.eta, rho=self.rho))
 
     # -- the collapse variable --------------------------------------------------------------
     def _norm_in_collapse(self, grad_norm: Any, rho: Any) -> Any:
@@ -244,7 +250,9 @@ class UpdateRule:
             return math.nan
         if rho > 0 and self.ascent.normalized and grad_norm == 0:
             return math.nan
-        return float(collapse_variable(lam1, self._norm_in_collapse(grad_norm, rho), self.eta_eff, rho))
+        return float(
+            collapse_variable(lam1=lam1, grad_norm=self._norm_in_collapse(grad_norm, rho), eta=self.eta_eff, rho=rho)
+        )
 
     def collapse_columns(self, lam1: np.ndarray, grad_norm: np.ndarray, steps: np.ndarray) -> np.ndarray:
         """:meth:`collapse` over a table's columns at once (NaN where ``||g|| = 0`` under SAM).
