@@ -46,279 +46,37 @@ import math
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
-from samedge_lib.api.optim import SAM, _check_finite
+from samedge_lib.api.edge_rules import EdgeRule, edge_rule_of
+from samedge_lib.api.operators import (
+    _DROPOUT_TYPES,
+    Batch,
+    LossFn,
+    _adam_preconditioner,
+    _batches,
+    _ChunkedHessian,
+    _chunks,
+    _Loss,
+    _mode_words,
+    _Preconditioned,
+)
+from samedge_lib.api.optim import _check_finite
 from samedge_lib.core.eigen import EigResult, lanczos
 from samedge_lib.core.hessian import HessianOperator
 from samedge_lib.record.runfolder import atomic_write_json, atomic_write_text
-from samedge_lib.theory.edges import adaptive_edge, gd_edge
-from samedge_lib.theory.rules import SAM as SAM_ASCENT
-from samedge_lib.theory.rules import USAM as USAM_ASCENT
-from samedge_lib.theory.rules import UpdateRule, ascent_of
+from samedge_lib.theory.edges import gd_edge
 
 __all__ = ["EdgeCheck", "EdgeMonitor", "EdgeRule", "check_edge", "edge_rule_of"]
 
-#: ``loss_fn(outputs, targets) -> scalar``: a mean over the examples (``reduction="mean"``), as torch's losses.
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 CSV_NAME = "edge_monitor.csv"
 JSON_NAME = "edge_monitor.json"
-
-_DROPOUT_TYPES: tuple[type[nn.Module], ...] = (nn.modules.dropout._DropoutNd,)
-_NORM_WITH_BATCH_STATS: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._BatchNorm,)
-
-
-# ------------------------------------------------------------------------------------------------------
-# Which edge applies
-# ------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class EdgeRule:
-    """The edge that applies to an optimizer.
-
-    Attributes:
-        kind: ``"rule"`` (GD, SAM or USAM with or without momentum: ``rule`` gives the edge), ``"adaptive"`` (Adam:
-            the preconditioned sharpness against :func:`~samedge_lib.theory.edges.adaptive_edge`) or ``"none"``.
-        description: in words, for the log.
-        rule: the update rule (``kind == "rule"``).
-        eta: the step size (``lr``).
-        beta1: Adam's first-moment coefficient (``kind == "adaptive"``).
-        why_none: why no edge applies (``kind == "none"``).
-
-    """
-
-    kind: str
-    description: str
-    rule: UpdateRule | None = None
-    eta: float = math.nan
-    beta1: float = math.nan
-    why_none: str = ""
-
-    def edge(self, grad_norm: float) -> float:
-        """The edge at ``||g||`` (NaN for ``kind == "none"``)."""
-        if self.kind == "rule":
-            assert self.rule is not None
-            return self.rule.edge(grad_norm)
-        if self.kind == "adaptive":
-            return float(adaptive_edge(self.eta, self.beta1))
-        return math.nan
-
-
-def _one_group(optimizer: torch.optim.Optimizer, keys: Sequence[str]) -> dict[str, Any] | str:
-    """The settings ``keys`` shared by every parameter group, or why there is no single set."""
-    groups = optimizer.param_groups
-    first = {k: groups[0].get(k) for k in keys}
-    for g in groups[1:]:
-        if any(g.get(k) != first[k] for k in keys):
-            return f"its parameter groups differ in {', '.join(k for k in keys if g.get(k) != first[k])}"
-    return first
-
-
-def _rule_description(rule: UpdateRule) -> str:
-    name = {"gd": "GD: 2/eta", "sam": "SAM-edge", "usam": "USAM edge"}[rule.ascent.name]
-    if rule.momentum > 0:
-        name += f" at the effective step size of {'Nesterov' if rule.nesterov else 'heavy-ball'} momentum"
-        name += f" {rule.momentum:g}"
-    return f"{name} (eta={rule.eta:g}" + (f", rho={rule.rho:g})" if rule.rho else ")")
-
-
-def edge_rule_of(optimizer: torch.optim.Optimizer | None = None, **rule: Any) -> EdgeRule:
-    """The edge that applies to ``optimizer``: a :class:`SAM` over SGD or Adam, ``torch.optim.SGD``, ``Adam``.
-
-    Without an optimizer, the rule is given by keywords: ``eta`` and optionally ``rho``, ``normalized``,
-    ``momentum``, ``nesterov`` (as for :class:`SAM`).
-    """
-    if optimizer is None:
-        if "eta" not in rule:
-            raise ValueError("give the optimizer, or the rule by keywords: eta= (and rho=, momentum=, nesterov=)")
-        eta = _check_finite("eta", rule["eta"], positive=True)
-        rho = _check_finite("rho", rule.get("rho", 0.0))
-        ascent = ascent_of("gd") if rho == 0 else SAM_ASCENT if rule.get("normalized", True) else USAM_ASCENT
-        r = UpdateRule(
-            ascent, eta=eta, rho=rho, momentum=float(rule.get("momentum", 0.0)), nesterov=bool(rule.get("nesterov"))
-        )
-        return EdgeRule("rule", _rule_description(r), rule=r, eta=eta)
-    if rule:
-        raise TypeError(f"give either the optimizer or the rule's keywords, not both (got {', '.join(rule)})")
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    base = optimizer.base_optimizer if isinstance(optimizer, SAM) else optimizer
-    name = type(base).__name__
-    if isinstance(base, (torch.optim.Adam, torch.optim.AdamW)):
-        g = _one_group(optimizer, ("lr", "betas"))
-        if isinstance(g, str):
-            return EdgeRule("none", f"{name}: no single edge", why_none=g)
-        eta, beta1 = float(g["lr"]), float(g["betas"][0])
-        sam = f" (SAM's ascent is not in the threshold: {optimizer!r})" if isinstance(optimizer, SAM) else ""
-        desc = (
-            f"{name}: no closed-form edge of lambda_1 applies; preconditioned sharpness lambda_max(P^-1 H) against "
-            f"(2 + 2 beta1)/((1 - beta1) eta) (eta={eta:g}, beta1={beta1:g}; Cohen et al. 2022){sam}"
-        )
-        return EdgeRule("adaptive", desc, eta=eta, beta1=beta1)
-    if isinstance(base, torch.optim.SGD):
-        keys = ["lr", "momentum", "nesterov", "dampening", "weight_decay"]
-        if isinstance(optimizer, SAM):
-            keys += ["rho", "normalized", "sam_eps"]
-        g = _one_group(optimizer, keys)
-        if isinstance(g, str):
-            return EdgeRule("none", f"{name}: no single edge", why_none=g)
-        if g["dampening"] or g["weight_decay"]:
-            why = "dampening" if g["dampening"] else "weight_decay"
-            return EdgeRule("none", f"{name}: no closed-form edge", why_none=f"{why} > 0 is not in the edge formulas")
-        rho = float(g.get("rho", 0.0) or 0.0)
-        ascent = ascent_of("gd") if rho == 0 else SAM_ASCENT if g.get("normalized", True) else USAM_ASCENT
-        r = UpdateRule(
-            ascent,
-            eta=float(g["lr"]),
-            rho=rho,
-            momentum=float(g["momentum"]),
-            nesterov=bool(g["nesterov"]),
-            eps=float(g.get("sam_eps", UpdateRule.eps)),
-        )
-        return EdgeRule("rule", _rule_description(r), rule=r, eta=float(g["lr"]))
-    return EdgeRule("none", f"{name}: no edge known", why_none=f"no stability threshold is known for {name}")
-
-
-# ------------------------------------------------------------------------------------------------------
-# The loss as a function of the weights
-# ------------------------------------------------------------------------------------------------------
-Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-def _batches(data: Any) -> tuple[list[Batch], str]:
-    """The batches of ``data``: one ``(inputs, targets)`` pair, or every pair a DataLoader (iterable) yields."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        return [(data[0], data[1])], "batch"
-    if isinstance(data, torch.Tensor) or not isinstance(data, Iterable):
-        raise TypeError(
-            f"data must be a batch (inputs, targets) or an iterable of them (a DataLoader), got {type(data).__name__}"
-        )
-    out = []
-    for i, b in enumerate(data):
-        if not (isinstance(b, (tuple, list)) and len(b) >= 2 and all(isinstance(t, torch.Tensor) for t in b[:2])):
-            raise TypeError(f"item {i} of data is not an (inputs, targets) pair of tensors: {type(b).__name__}")
-        out.append((b[0], b[1]))
-    if not out:
-        raise ValueError("data yielded no batches")
-    return out, f"{len(out)} batches"
-
-
-def _chunks(batches: list[Batch], chunk_size: int | None) -> list[Batch]:
-    if chunk_size is None:
-        return batches
-    return [(x[i : i + chunk_size], y[i : i + chunk_size]) for x, y in batches for i in range(0, len(x), chunk_size)]
-
-
-def _mode_words(model: nn.Module, train: bool) -> str:
-    has_bn = any(isinstance(m, _NORM_WITH_BATCH_STATS) for m in model.modules())
-    if train:
-        return "train" + (" (BatchNorm: each batch's statistics; running statistics untouched)" if has_bn else "")
-    return "eval" + (" (BatchNorm: running statistics)" if has_bn else "")
-
-
-class _Loss:
-    """The loss on a list of chunks as a pure function of the trainable parameters (buffers cloned per call)."""
-
-    def __init__(self, model: nn.Module, loss_fn: LossFn, chunks: list[Batch]) -> None:
-        self.model, self.loss_fn, self.chunks = model, loss_fn, chunks
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        self.names = [n for n, _ in named]
-        self.params = [p for _, p in named]
-        self.n = sum(len(x) for x, _ in chunks)
-
-    def on(self, params: Sequence[torch.Tensor], chunk: Batch) -> torch.Tensor:
-        """The chunk's loss weighted by its share of the examples."""
-        x, y = chunk
-        state = {n: b.clone() for n, b in self.model.named_buffers()}  # BatchNorm's running stats stay untouched
-        state.update(zip(self.names, params, strict=True))
-        loss = self.loss_fn(functional_call(self.model, state, (x,)), y)
-        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            shape = list(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-            raise ValueError(f"loss_fn must return a scalar (a mean over the batch), got {shape}")
-        return loss.reshape(()) * (len(x) / self.n) if len(self.chunks) > 1 else loss.reshape(())
-
-
-class _ChunkedHessian:
-    """The Hessian of a loss summed over chunks: each product is the sum of the chunks' exact products, taken one
-    chunk at a time (:class:`~samedge_lib.core.hessian.HessianOperator`, ``exact_fresh``), so the memory is one chunk's.
-    """
-
-    def __init__(self, loss: _Loss, point: Sequence[torch.Tensor]) -> None:
-        self._loss = loss
-        self._point = [p.detach() for p in point]
-        self._ops = [self._op(c) for c in loss.chunks[:1]]
-        self.n_matvec = 0
-
-    def _op(self, chunk: Batch) -> HessianOperator:
-        return HessianOperator(lambda ps: self._loss.on(ps, chunk), self._point, method="exact_fresh")
-
-    @property
-    def dim(self) -> int:
-        return self._ops[0].dim
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._ops[0].dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self._ops[0].device
-
-    def unflatten(self, flat: torch.Tensor) -> list[torch.Tensor]:
-        return self._ops[0].unflatten(flat)
-
-    def gradient(self) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, grad = 0.0, None
-        for c in self._loss.chunks:
-            lc, gc = self._op(c).gradient()
-            loss, grad = loss + lc, gc if grad is None else grad + gc
-        return loss, grad
-
-    def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        self.n_matvec += 1
-        out = None
-        for c in self._loss.chunks:
-            hv = self._op(c).matvec(v)
-            out = hv if out is None else out + hv
-        return out
-
-
-class _Preconditioned:
-    """``P^{-1/2} H P^{-1/2}``: symmetric, with the eigenvalues of ``P^{-1} H`` (Cohen et al., 2022)."""
-
-    def __init__(self, op: Any, p_diag: torch.Tensor) -> None:
-        self.op, self.scale = op, p_diag.rsqrt()
-        self.dim, self.dtype, self.device = op.dim, op.dtype, op.device
-        self.n_matvec = 0
-
-    def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        self.n_matvec += 1
-        return self.scale * self.op.matvec(self.scale * v)
-
-
-def _adam_preconditioner(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> torch.Tensor | str:
-    """Adam's ``P = (1 - beta1^t) (sqrt(v_t/(1 - beta2^t)) + eps)`` as a flat vector, or why it is not defined yet."""
-    base = optimizer.base_optimizer if isinstance(optimizer, SAM) else optimizer
-    group_of = {id(p): g for g in base.param_groups for p in g["params"]}
-    parts = []
-    for p in params:
-        st, g = base.state.get(p, {}), group_of.get(id(p))
-        if g is None:
-            return "a parameter of the model is not in the optimizer"
-        if "exp_avg_sq" not in st:
-            return "Adam has taken no step yet, so its preconditioner is not defined"
-        beta1, beta2 = g["betas"]
-        t = float(st["step"])
-        v = st["max_exp_avg_sq"] if g.get("amsgrad") else st["exp_avg_sq"]
-        parts.append(((1 - beta1**t) * ((v / (1 - beta2**t)).sqrt() + g["eps"])).reshape(-1))
-    return torch.cat(parts)
 
 
 # ------------------------------------------------------------------------------------------------------
