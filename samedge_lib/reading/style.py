@@ -105,12 +105,27 @@ def fit_to_book(fig: Figure) -> Figure:
     return fig
 
 
-def book_png(fig: Figure, *, base64_str: bool = False) -> bytes | str:
-    """The PNG the book shows for ``fig``: :func:`fit_to_book`, then saved at the figure's dpi with its smallest font
-    size and dpi in the PNG's text chunks (what ``tools/check_book.py`` measures). ``base64_str``: as IPython's
-    formatters return it.
+def fit_tight_width(fig: Figure) -> Figure:
+    """Narrow ``fig`` until what its PNG holds (the tight box: legends and titles outside the axes included) is at
+    most :data:`BOOK_WIDTH_IN` wide, in place: the page would otherwise shrink the wider image, its text with it.
+    The fonts keep their sizes; the axes give up the width.
     """
-    fit_to_book(fig)
+    target = BOOK_WIDTH_IN - 2 * mpl.rcParams["savefig.pad_inches"]  # the saved PNG adds the pad each side
+    for _ in range(8):
+        tight = fig.get_tightbbox(fig.canvas.get_renderer()).width
+        if tight <= target * 1.002:
+            break
+        width, height = fig.get_size_inches()
+        fig.set_size_inches(max(width - (tight - target), 0.5 * width), height)
+    return fig
+
+
+def book_png(fig: Figure, *, base64_str: bool = False) -> bytes | str:
+    """The PNG the book shows for ``fig``: :func:`fit_to_book` and :func:`fit_tight_width`, then saved at the
+    figure's dpi with its smallest font size and dpi in the PNG's text chunks (what ``tools/check_book.py``
+    measures). ``base64_str``: as IPython's formatters return it.
+    """
+    fit_tight_width(fit_to_book(fig))
     dpi = float(fig.dpi)
     meta = {FONT_KEY: f"{smallest_font_pt(fig):.3f}", DPI_KEY: f"{dpi:g}"}
     buf = io.BytesIO()
