@@ -86,7 +86,8 @@ def plot_solver_costs(results: Sequence[dict[str, Any]], target: float = 1e-3) -
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(lab, h)
-    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=2, fontsize=8)  # three columns are wider than the book column
+    # two columns: three are wider than the book's column, which then shrinks the figure's text
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=2, fontsize=8)
     if len(results) > 1:
         axes[1].text(
             0.98,
