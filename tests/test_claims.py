@@ -195,7 +195,7 @@ def test_assert_claims_policy():
     good = cl.evaluate([runset({0.0: gd_run(plateau=1.0), 0.1: sam_run(plateau=1.0)})], pc.CLAIMS)
     cl.assert_claims(good, ("sam_on_edge", "gd_at_edge"), "test", allow_not_reached=False, claims=pc.CLAIMS)
     bad = cl.evaluate([runset({0.0: gd_run(plateau=1.0), 0.1: sam_run(plateau=1.6)})], pc.CLAIMS)
-    with pytest.raises(cl.ClaimError, match="SAM's sharpness rises to its SAM-edge.*does not hold"):
+    with pytest.raises(cl.ClaimError, match="SAM.s sharpness reaches its SAM-edge.*does not hold"):
         cl.assert_claims(bad, ("sam_on_edge",), "test", allow_not_reached=True, claims=pc.CLAIMS)
     early = cl.evaluate([runset({0.1: sam_run(plateau=0.6)})], pc.CLAIMS)
     cl.assert_claims(early, ("sam_on_edge",), "test", allow_not_reached=True, claims=pc.CLAIMS)
@@ -214,3 +214,42 @@ def test_words():
 def test_unknown_claim_is_refused_with_the_known_ones():
     with pytest.raises(KeyError, match="sam_on_edge"):
         cl.claim("nonsense", pc.CLAIMS)
+
+
+# -- the band's evidence: GD's own spread about 2/eta ------------------------------------------------
+def test_gd_within_band_holds_for_a_flat_gd_and_fails_for_one_that_overshoots():
+    v, value, detail = verdict("gd_within_band", runset({0.0: gd_run(plateau=1.0)}))
+    assert v is Verdict.HOLDS and value == pytest.approx(1.0) and "spans 1.000–1.000" in detail
+    v, value, _ = verdict("gd_within_band", runset({0.0: gd_run(plateau=1.2)}))
+    assert v is Verdict.FAILS and value == pytest.approx(1.2)
+
+
+def test_gd_within_band_is_not_reached_below_reach_and_not_measured_without_gd():
+    v, _, detail = verdict("gd_within_band", runset({0.0: gd_run(plateau=0.5)}))
+    assert v is Verdict.NOT_REACHED and "did not reach 2/η" in detail
+    v, _, _ = verdict("gd_within_band", runset({0.1: sam_run(plateau=1.0)}))
+    assert v is Verdict.NOT_MEASURED
+
+
+def test_the_band_holds_its_ends_and_nothing_beyond():
+    lo, hi = cl.EDGE_BAND
+    assert cl.in_band(lo) and cl.in_band(hi) and cl.in_band(1.0)
+    assert not cl.in_band(lo - 1e-9) and not cl.in_band(hi + 1e-9)
+    assert f"[{lo}, {hi}]" in cl.band_words()
+
+
+# -- the verbs come from the numbers ---------------------------------------------------------------
+def test_approach_words_say_rose_or_fell_as_the_numbers_do():
+    rising = cl.approach_words(cl.RunSet("t", "t", {0.1: sam_run(plateau=1.0, start=0.3)}, 0.1).table(0.1))
+    assert rising.startswith("λ₁/edge rose from 0.30 at step 0 to 0.9 by step")
+    above = cl.approach_words(cl.RunSet("t", "t", {0.1: sam_run(plateau=1.0, start=1.5)}, 0.1).table(0.1))
+    assert above.startswith("λ₁/edge was already 1.50 at step 0")
+    # the synthetic edge falls with ||g||, and a plateau at the edge follows it down
+    assert "as the edge fell" in above and "λ₁ fell" in above
+
+
+def test_a_sentence_puts_the_verdict_inside_the_prose():
+    e = cl.Evaluation("sam_on_edge", "test", Verdict.NOT_REACHED, math.nan, "did not reach its edge by step 9")
+    assert e.sentence("SAM on its SAM-edge", "on the stored runs") == (
+        "SAM on its SAM-edge **is not reached yet** on the stored runs: did not reach its edge by step 9."
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -31,7 +30,7 @@ class Toy(pattern.Chapter):
 
     @property
     def runsets(self):
-        return [SimpleNamespace(name="live", description="toy runs")]
+        return [cl.RunSet("live", "toy", {}, 0.1, scope="on the toy runs")]
 
     def setup_table(self) -> pd.DataFrame:
         return pd.DataFrame({"run": ["a", "b"], "eta": [0.05, 0.05], "rho": [0.0, 0.1]})
@@ -44,6 +43,7 @@ def test_claims_are_evaluated_glued_and_only_the_made_ones_asserted(monkeypatch)
     ev = ch.claims()
     assert list(ev["claim"]) == ["up", "down"]
     assert glued["ch99_up_live_value"] == 2.0 and glued["ch99_down_live_verdict"] == "does not hold"
+    assert glued["ch99_down_live_sentence"].data == "It goes down **does not hold** on the toy runs: x = 2."
     ch.check()  # "down" fails but the chapter does not make it
     both = Toy("cpu", ("up", "down"))
     both.claims()
@@ -52,6 +52,17 @@ def test_claims_are_evaluated_glued_and_only_the_made_ones_asserted(monkeypatch)
     smoke = Toy("smoke", ("down",))
     smoke.claims()
     smoke.check()  # smoke: shown, not asserted
+
+
+def test_tables_are_shown_whole_without_row_numbers():
+    long = "a criterion " * 20
+    html = pattern.table_html(
+        pd.DataFrame({"claim": ["c"], "criterion": [long], "x": [0.0100000]}), index="claim", transpose=False
+    )
+    assert long.strip() in html and "..." not in html and "0.01<" in html and "0.010000" not in html
+    assert "<th>0</th>" not in html  # no column of row numbers
+    runs = pattern.table_html(pd.DataFrame({"run": ["GD", "SAM"], "eta": [0.01, 0.01]}))
+    assert "<th>GD</th>" in runs and "<th>eta</th>" in runs and ">run<" not in runs
 
 
 def test_setup_table_says_once_what_every_run_shares():

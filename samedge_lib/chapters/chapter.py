@@ -201,9 +201,21 @@ class ExperimentChapter(Chapter):
     def runsets(self) -> list[cl.RunSet]:
         """The run sets the claims are evaluated on: live, each view of the live runs, stored."""
         return [
-            cl.RunSet(LIVE, f"{self.preset} preset (this page)", self.results, self.main_rho, self.data),
-            *(cl.RunSet(kind, desc, self.results, self.main_rho, kind) for kind, desc in self.views.items()),
-            cl.RunSet(STORED, "paper scale (stored)", self.stored(), self.main_rho, self.data),
+            cl.RunSet(
+                LIVE, f"{self.preset} preset (this page)", self.results, self.main_rho, self.data, "on this page's runs"
+            ),
+            *(
+                cl.RunSet(kind, desc, self.results, self.main_rho, kind, f"on this page's runs ({kind} measurements)")
+                for kind, desc in self.views.items()
+            ),
+            cl.RunSet(
+                STORED,
+                "paper scale (stored)",
+                self.stored(),
+                self.main_rho,
+                self.data,
+                "on the stored paper-scale runs",
+            ),
         ]
 
     # -- tables and figures ------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 
 from samedge_lib.reading import claims as cl
 
@@ -59,14 +59,29 @@ def cell(value: object, digits: int = 4) -> str:
     return str(value) if str(value) not in ("", "nan", "None") else "—"
 
 
-def show_table(df: pd.DataFrame, *, index: str = "run", transpose: bool = True) -> None:
-    """Display ``df`` with one column per run (``transpose``), numbers rounded and "—" for what does not apply."""
+def table_html(df: pd.DataFrame, *, index: str | None = "run", transpose: bool = True) -> str:
+    """``df`` as the book shows a table: the ``index`` column as row labels (one column per row of ``df`` when
+    ``transpose``), every cell through :func:`cell`, no column of row numbers, no index names, and no cell cut
+    short (pandas' notebook display truncates at 50 characters; the browser wraps instead).
+    """
+    out = df.set_index(index) if index is not None and index in df else df
+    out = out.map(cell)
+    if transpose:
+        out = out.T
+    out = out.rename_axis(index=None, columns=None)
+    labelled = transpose or (index is not None and index in df)
+    with pd.option_context("display.max_colwidth", None):
+        return out.to_html(index=labelled, escape=True, border=0, classes="dataframe", justify="left")
+
+
+def show_table(df: pd.DataFrame, *, index: str | None = "run", transpose: bool = True) -> None:
+    """Display ``df`` with one column per run (``transpose``), numbers rounded and "—" for what does not apply
+    (:func:`table_html`).
+    """
     if df.empty:
         display(Markdown("*(no runs)*"))
         return
-    out = df.set_index(index) if index in df else df
-    out = out.map(cell)
-    display(out.T if transpose else out)
+    display(HTML(table_html(df, index=index, transpose=transpose)))
 
 
 def shared_columns(df: pd.DataFrame, *, index: str = "run") -> list[str]:
@@ -93,14 +108,25 @@ def glue_values(values: Mapping[str, Any]) -> None:
         glue(key, value, display=False)
 
 
-def glue_claims(evaluations: pd.DataFrame, key: Callable[[str, str], str]) -> None:
-    """Glue each evaluated claim: ``key(claim, runset)`` (a Markdown sentence, ``**verdict**: numbers``), with
-    ``_value`` (the measured number) and ``_verdict`` (the verdict's words).
+def glue_claims(
+    evaluations: pd.DataFrame,
+    key: Callable[[str, str], str],
+    *,
+    subjects: Mapping[str, str] | None = None,
+    wheres: Mapping[str, str] | None = None,
+) -> None:
+    """Glue each evaluated claim: ``key(claim, runset)`` (Markdown, ``**verdict**: numbers``), with ``_value`` (the
+    measured number), ``_verdict`` (the verdict's words) and, where ``subjects`` names the claim and ``wheres`` the
+    run set, ``_sentence`` (:meth:`~samedge_lib.reading.claims.Evaluation.sentence`: a whole sentence of prose with
+    the verdict and its numbers inside).
     """
+    subjects, wheres = subjects or {}, wheres or {}
     for _, r in evaluations.iterrows():
         e = cl.lookup(evaluations, r["claim"], r["runset"])
         k = key(r["claim"], r["runset"])
         glue_values({k: Markdown(e.markdown), f"{k}_value": float(e.value), f"{k}_verdict": e.verdict.value})
+        if r["claim"] in subjects and r["runset"] in wheres:
+            glue_values({f"{k}_sentence": Markdown(e.sentence(subjects[r["claim"]], wheres[r["runset"]]))})
 
 
 class Chapter:
@@ -149,8 +175,13 @@ class Chapter:
         return self.evaluations
 
     def glue(self) -> None:
-        """Glue each verdict with its number under :meth:`glue_key` (``_value``, ``_verdict``)."""
-        glue_claims(self.evaluations, self.glue_key)
+        """Glue each verdict with its number under :meth:`glue_key` (``_value``, ``_verdict``, ``_sentence``)."""
+        glue_claims(
+            self.evaluations,
+            self.glue_key,
+            subjects={c.key: c.noun for c in self.catalogue},
+            wheres={rs.name: rs.where for rs in self.runsets},
+        )
 
     def claims_table(self) -> pd.DataFrame:
         """Statement, criterion, claimed/reported, verdict and number per run set."""
@@ -158,8 +189,8 @@ class Chapter:
         return cl.claims_table(self.evaluations, descriptions, self.made, self.catalogue)
 
     def show_claims(self) -> None:
-        """The chapter's claims table."""
-        display(self.claims_table().set_index("claim"))
+        """The chapter's claims table: every statement, criterion, verdict and number in full (wrapped)."""
+        show_table(self.claims_table(), index="claim", transpose=False)
 
     def check(self) -> None:
         """Fail where a claim the chapter makes does not hold on its own runs.

@@ -306,7 +306,7 @@ def plot_batch_size(axes: Sequence[Axes], rs: cs.StochasticRunSet) -> None:
     for b in sgd_sizes:
         st_w = tracking_window(cs.stepped(rs.sgd[b]))
         q_sgd.append(_percentiles(st_w["q_sam"]) if len(st_w) else (math.nan,) * 3)
-    lo, hi = cl.ON_EDGE_BAND
+    lo, hi = cl.EDGE_BAND
     ax.axhspan(lo, hi, color=COLORS["sam_edge"], alpha=0.08, label=f"band [{lo}, {hi}]")
     ax.axhline(1.0, color=COLORS["theory"], lw=0.8)
     _errorbar(ax, sizes, hb, color=COLORS["lambda1"], label="‖H_B‖ / S_B (stepped minibatch)")
@@ -385,7 +385,7 @@ def plot_m_sharpness(ax: Axes, rs: cs.StochasticRunSet) -> None:
         ax.plot(df["step"], y, color=color, lw=1.0, alpha=0.7)
         ax.scatter(df["step"][osc], y[osc], color=color, s=18, label=f"m={m}: {what}")
         ax.scatter(df["step"][~osc], y[~osc], facecolors="none", edgecolors=color, s=18)
-    lo, hi = cs.UNIT_BAND
+    lo, hi = cl.EDGE_BAND
     ax.axhspan(lo, hi, color=COLORS["sam_edge"], alpha=0.08)
     ax.axhline(1.0, color=COLORS["theory"], lw=0.8)
     ax.set_xlabel("step")

@@ -23,12 +23,9 @@ import numpy as np
 import pandas as pd
 
 from samedge_lib.core.stochastic import sampling_factor
-from samedge_lib.reading.claims import ON_EDGE_BAND, Claim, RunSet, Verdict, fmt, offset_words
+from samedge_lib.reading.claims import EDGE_BAND, Claim, RunSet, Verdict, fmt, offset_words
 from samedge_lib.record.results import MIN_TRACKED, RunResult, measurements_on, tracking_window
 from samedge_lib.theory.edges import collapse_variable, sam_edge
-
-#: "Sits at 1": a median of ``Q``, of ``(eta/2) lambda_max(A_m)`` or of ``Lambda`` in this band (-15 %/+15 %).
-UNIT_BAND = (0.85, 1.15)
 
 #: The sampling identity "holds": every Monte Carlo mean of ``||g_B||^2`` within this relative distance of it.
 IDENTITY_TOL = 0.10
@@ -239,7 +236,7 @@ def _edge_tracking(rs: StochasticRunSet, keep: Callable[[int], bool]) -> tuple[V
             parts.append(f"B = {b}: {unavailable(r)}")
             continue
         values.append(v)
-        verdicts.append(Verdict.HOLDS if _in(ON_EDGE_BAND, v) else Verdict.FAILS)
+        verdicts.append(Verdict.HOLDS if _in(EDGE_BAND, v) else Verdict.FAILS)
         parts.append(f"B = {b}: {v:.3f} ({offset_words(v)})")
     return _combine(verdicts), _factor(values), "median ‖H_B‖/S_B after the transient: " + "; ".join(parts)
 
@@ -267,7 +264,7 @@ def _q_at_one(rs: RunSet) -> tuple[Verdict, float, str]:
             parts.append(f"B = {b}: " + ("Q was not measured" if missing else unavailable(r)))
             continue
         values.append(q)
-        verdicts.append(Verdict.HOLDS if _in(UNIT_BAND, q) else Verdict.FAILS)
+        verdicts.append(Verdict.HOLDS if _in(EDGE_BAND, q) else Verdict.FAILS)
         parts.append(f"B = {b}: {q:.3f}")
     return _combine(verdicts), _factor(values), "median Q_B after the transient: " + "; ".join(parts)
 
@@ -393,7 +390,7 @@ def _sgd_batch_sharpness(rs: RunSet) -> tuple[Verdict, float, str]:
             continue
         q = float(win["q_sam"].median())
         values.append(q)
-        verdicts.append(Verdict.HOLDS if _in(UNIT_BAND, q) else Verdict.FAILS)
+        verdicts.append(Verdict.HOLDS if _in(EDGE_BAND, q) else Verdict.FAILS)
         lam = float((win["lambda_1"] / win["edge"]).median())
         parts.append(f"B = {b}: ηgᵀH_Bg/(2‖g‖²) = {q:.3f}, η‖H_B‖/2 = {lam:.3f}")
     return _combine(verdicts), _factor(values), "medians after the transient: " + "; ".join(parts)
@@ -410,7 +407,7 @@ def _m_edge_verdict(res: RunResult) -> tuple[Verdict, float, str]:
         return Verdict.NOT_REACHED, math.nan, f"no oscillating check ({100 * s['oscillating']:.0f} % oscillating)"
     v = s["median"]
     detail = f"{v:.3f} over {int(s['n'])} oscillating checks ({100 * (1 - s['oscillating']):.0f} % not oscillating)"
-    return (Verdict.HOLDS if _in(UNIT_BAND, v) else Verdict.FAILS), v, detail
+    return (Verdict.HOLDS if _in(EDGE_BAND, v) else Verdict.FAILS), v, detail
 
 
 def _msam_full_is_sam(rs: RunSet) -> tuple[Verdict, float, str]:
@@ -470,7 +467,7 @@ CLAIMS: tuple[Claim, ...] = (
         "minibatch_edge",
         "At B ≥ 100 the stepped minibatch's sharpness sits at the minibatch SAM-edge S_B.",
         "median ‖H_B‖/S_B after the transient, every SAM run with B ≥ 100 (value: the largest offset, as a factor)",
-        f"in [{ON_EDGE_BAND[0]}, {ON_EDGE_BAND[1]}] at every such B",
+        f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}] at every such B",
         "the paper's Transformer measurement (Section 6), at several batch sizes",
         _minibatch_edge,
     ),
@@ -478,7 +475,7 @@ CLAIMS: tuple[Claim, ...] = (
         "minibatch_edge_small",
         "Also at B < 100, where the gradient noise is large, ‖H_B‖ sits at S_B.",
         "median ‖H_B‖/S_B after the transient, every SAM run with B < 100",
-        f"in [{ON_EDGE_BAND[0]}, {ON_EDGE_BAND[1]}]; a linear-regression toy fails it with label noise",
+        f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}]; a linear-regression toy fails it with label noise",
         "this book",
         _minibatch_edge_small,
     ),
@@ -486,7 +483,7 @@ CLAIMS: tuple[Claim, ...] = (
         "q_at_one",
         "SAM's batch sharpness Q_B sits at 1 at every batch size.",
         "median Q_B after the transient, every SAM run (value: the largest offset, as a factor)",
-        f"in [{UNIT_BAND[0]}, {UNIT_BAND[1]}] at every B",
+        f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}] at every B",
         "this book's conjecture, after Andreyev & Beneventano's batch sharpness",
         _q_at_one,
     ),
@@ -534,7 +531,7 @@ CLAIMS: tuple[Claim, ...] = (
         "sgd_batch_sharpness",
         "SGD's batch sharpness sits at 2/η at every batch size.",
         "median η gᵀH_Bg/(2‖g‖²) of SGD after the transient",
-        f"in [{UNIT_BAND[0]}, {UNIT_BAND[1]}] at every B",
+        f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}] at every B",
         "Andreyev & Beneventano (2024)",
         _sgd_batch_sharpness,
     ),
@@ -542,7 +539,7 @@ CLAIMS: tuple[Claim, ...] = (
         "msam_full_is_sam",
         "With one micro-batch (m = N), the m-edge is SAM's edge: Λ = (η/2)λ_max(A₁) sits at 1.",
         "median Λ over the oscillating checks of full-batch SAM",
-        f"in [{UNIT_BAND[0]}, {UNIT_BAND[1]}]",
+        f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}]",
         "this book (A₁ = H + ρH²/‖g‖)",
         _msam_full_is_sam,
     ),
@@ -550,7 +547,7 @@ CLAIMS: tuple[Claim, ...] = (
         "m_edge",
         "m-SAM sits at its m-edge (η/2)λ_max(A_m) = 1 while it oscillates.",
         f"median (η/2)λ_max(A_m) over the checks with cos(Δw_t, Δw_t+1) < {OSCILLATING}, every m < N",
-        f"in [{UNIT_BAND[0]}, {UNIT_BAND[1]}] at every m",
+        f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}] at every m",
         "this book (frozen-norm stability of Foret et al.'s m-SAM)",
         _m_edge,
     ),

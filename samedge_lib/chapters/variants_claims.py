@@ -35,7 +35,7 @@ from samedge_lib.chapters.variants_stats import (
     variant_label,
 )
 from samedge_lib.reading import claims as cl
-from samedge_lib.reading.claims import Claim, Verdict, fmt
+from samedge_lib.reading.claims import EDGE_BAND, Claim, Verdict, fmt
 from samedge_lib.theory.edges import regime_bounds
 from samedge_lib.theory.rules import UpdateRule
 
@@ -60,9 +60,6 @@ __all__ = [
     "variant_label",
 ]
 
-#: "Sits on its edge" in these chapters: the median of ``lambda_1 / edge`` after the crossing lies in this band,
-#: tighter than the experiment chapters' (0.8, 1.25) because here the edges of different rules are told apart.
-EDGE_BAND = (0.85, 1.15)
 
 #: "Does not follow ``||g||``" / "follows it with the predicted slope": ``|b| < FLAT_SLOPE`` for a flat edge,
 #: ``|b - mean elasticity| < FLAT_SLOPE`` for SAM, with ``b`` the least-squares slope of ``ln lambda_1`` on
@@ -89,8 +86,8 @@ ESCAPE_TOL = 0.25
 SETTLE_TOL = 0.10
 
 #: "Collapses onto ``R(alpha)``": median ``|ln(y / R(alpha_t))|`` after the crossing at most ``ln 1.15``, with
-#: ``y = eta lambda_1 / 2`` (the same 15 % as :data:`EDGE_BAND`, symmetric in log scale).
-COLLAPSE_TOL = math.log(1.15)
+#: ``y = eta lambda_1 / 2`` (the upper side of :data:`~samedge_lib.reading.claims.EDGE_BAND`, symmetric in log scale).
+COLLAPSE_TOL = math.log(EDGE_BAND[1])
 
 #: The phase diagram spans at least this many decades of ``alpha`` (pooled over runs, after the crossing).
 ALPHA_DECADES = 2.0

@@ -17,6 +17,7 @@ from matplotlib.axes import Axes
 
 from samedge_lib.chapters import variants_claims as cv
 from samedge_lib.chapters.variants_quadratics import ETA_Q, R_Q, QuadraticCheck, momentum_edge_curve
+from samedge_lib.reading.claims import EDGE_BAND
 from samedge_lib.reading.style import COLORS, RHO_PALETTE
 from samedge_lib.record.results import RunResult
 from samedge_lib.theory import edges
@@ -135,7 +136,7 @@ def plot_usam_vs_sam(runs: cv.VariantRuns, refs: tuple[float, ...]) -> None:
         title="after the crossing: SAM (dots) and USAM (squares)",
     )
     axes[0].legend(fontsize=8, ncol=2, loc="lower right")
-    axes[1].axhspan(*cv.EDGE_BAND, color=COLORS["sam_edge"], alpha=0.1, lw=0)
+    axes[1].axhspan(*EDGE_BAND, color=COLORS["sam_edge"], alpha=0.1, lw=0)
     axes[1].axhline(1, color=COLORS["theory"], lw=0.8)
     axes[1].set(xlabel="step", ylabel=r"$\lambda_1$ / own edge", ylim=(0.5, 1.7), title="each run against its own edge")
     axes[1].legend(fontsize=8, ncol=2)

@@ -8,7 +8,7 @@ Adam's preconditioned sharpness -- ``ratio``, the check's cost). This module rea
 
 * ``on_edge`` -- after the transient (the rule of :func:`samedge_lib.record.results.tracking_ratio`: from the later
   of the first check at 0.9 x edge and the middle of the log) the median of ``sharpness / edge`` lies in the book's
-  band :data:`~samedge_lib.reading.claims.ON_EDGE_BAND`, the band every chapter uses;
+  band :data:`~samedge_lib.reading.claims.EDGE_BAND`, the band every chapter uses;
 * ``certified`` -- every ``lambda_1`` of the log has a relative residual below :data:`CERTIFIED_RESIDUAL`.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from samedge_lib.reading.claims import ON_EDGE_BAND, Claim, Verdict, on_edge
+from samedge_lib.reading.claims import EDGE_BAND, Claim, Verdict, on_edge
 from samedge_lib.record.runfolder import read_table
 
 __all__ = ["CERTIFIED_RESIDUAL", "EDGE_CLAIMS", "EdgeLog", "plot_edge_log", "read_edge_log"]
@@ -127,7 +127,7 @@ EDGE_CLAIMS: tuple[Claim, ...] = (
         "on_edge",
         "The run sits on its edge",
         "median of sharpness/edge after the transient",
-        f"in [{ON_EDGE_BAND[0]}, {ON_EDGE_BAND[1]}]; not reached if the sharpness never gets to 0.9 × edge",
+        f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}]; not reached if the sharpness never gets to 0.9 × edge",
         "Long & Bartlett (2024), Section 4 (SAM); Cohen et al. (2021, 2022) for GD and Adam",
         _on_edge,
     ),
