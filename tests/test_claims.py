@@ -253,3 +253,14 @@ def test_a_sentence_puts_the_verdict_inside_the_prose():
     assert e.sentence("SAM on its SAM-edge", "on the stored runs") == (
         "SAM on its SAM-edge **is not reached yet** on the stored runs: did not reach its edge by step 9."
     )
+
+
+def test_the_claims_list_states_every_criterion_and_number_in_full():
+    runs = runset({0.0: gd_run(plateau=1.0), 0.1: sam_run(plateau=1.04)})
+    ev = cl.evaluate([runs], pc.CLAIMS)
+    text = cl.claims_markdown(ev, {"test": "synthetic runs"}, ("sam_on_edge",), pc.CLAIMS)
+    sam = cl.claim("sam_on_edge", pc.CLAIMS)
+    detail = cl.lookup(ev, "sam_on_edge", "test").detail
+    assert f"1. **{sam.statement}** *claimed*" in text and sam.criterion in text
+    assert f"   - synthetic runs: **holds**: {detail}" in text and "..." not in text
+    assert "*reported*" in text  # the claims the chapter does not make are listed too

@@ -24,11 +24,12 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from samedge_lib.chapters import paper_claims as pc
-from samedge_lib.chapters.pattern import LIVE, Chapter, show_table
+from samedge_lib.chapters.pattern import LIVE, Chapter, glue_values, show_table
 from samedge_lib.chapters.pattern import cell as _cell
 from samedge_lib.reading import claims as cl
 from samedge_lib.reading import plots
 from samedge_lib.reading.notebook import PARAMETERS_METADATA_KEY, show_parameters
+from samedge_lib.record.config import preset_config
 from samedge_lib.record.results import (
     REACH,
     RunResult,
@@ -56,6 +57,9 @@ __all__ = [
     "show_parameters",
     "show_table",
 ]
+
+#: The headline claims of the verdict box atop each experiment chapter (:meth:`ExperimentChapter.glue_verdict`).
+VERDICT_CLAIMS = ("sam_on_edge", "gd_at_edge")
 
 #: The run set of the stored paper-scale runs (the live runs are :data:`~samedge_lib.chapters.pattern.LIVE`).
 STORED = "stored"
@@ -205,7 +209,7 @@ class ExperimentChapter(Chapter):
                 LIVE, f"{self.preset} preset (this page)", self.results, self.main_rho, self.data, "on this page's runs"
             ),
             *(
-                cl.RunSet(kind, desc, self.results, self.main_rho, kind, f"on this page's runs ({kind} measurements)")
+                cl.RunSet(kind, desc, self.results, self.main_rho, kind, f"on this page's runs, measured on the {desc}")
                 for kind, desc in self.views.items()
             ),
             cl.RunSet(
@@ -217,6 +221,69 @@ class ExperimentChapter(Chapter):
                 "on the stored paper-scale runs",
             ),
         ]
+
+    def glue(self) -> None:
+        """Glue every verdict (:meth:`Chapter.glue`), then the verdict box (:meth:`glue_verdict`)."""
+        super().glue()
+        self.glue_verdict()
+        lo, hi = cl.EDGE_BAND
+        glue_values(
+            {
+                f"ch{self.number}_reach": Markdown(f"{100 * REACH:g} %"),
+                f"ch{self.number}_band": Markdown(cl.band_words()),
+                f"ch{self.number}_band_halfwidth": Markdown(f"{(hi - lo) / 2:g}"),
+            }
+        )
+
+    def glue_verdict(self, keys: tuple[str, ...] = VERDICT_CLAIMS) -> None:
+        """The chapter's verdict box, glued as ``ch<n>_verdict_live`` and ``ch<n>_verdict_stored``: each the
+        sentences of the headline claims ``keys`` on those runs, with how far the stored runs got against the
+        paper's training length and how many of the chapter's claims hold.
+        """
+        from myst_nb import glue
+
+        wheres = {rs.name: rs.where for rs in self.runsets}
+        for runset in (LIVE, STORED):
+            parts = []
+            if runset == STORED:
+                parts.append(self.stored_coverage())
+            for key in keys:
+                e = cl.lookup(self.evaluations, key, runset)
+                parts.append(e.sentence(cl.claim(key, self.catalogue).noun, wheres[runset]))
+            ev = self.evaluations[self.evaluations["runset"] == runset]
+            counted = ev[ev["verdict"] != cl.Verdict.NOT_MEASURED]
+            held = int((counted["verdict"] == cl.Verdict.HOLDS).sum())
+            parts.append(f"Of the {len(counted)} claims measured there, {held} hold (the table at the end lists all).")
+            glue(f"ch{self.number}_verdict_{runset}", Markdown(" ".join(parts)), display=False)
+        glue(f"ch{self.number}_verdict_agreement", Markdown(self.agreement(keys[0])), display=False)
+
+    def agreement(self, key: str) -> str:
+        """Whether the stored paper-scale runs and the live runs give claim ``key`` the same verdict, in words:
+        where both were measured and they differ, the difference is a finding (reported, not averaged away).
+        """
+        live, stored = (cl.lookup(self.evaluations, key, rs) for rs in (LIVE, STORED))
+        said = f"“{cl.claim(key, self.catalogue).statement}”"
+        if cl.Verdict.NOT_MEASURED in (live.verdict, stored.verdict) or stored.verdict is cl.Verdict.NOT_REACHED:
+            return f"The stored paper-scale runs cannot be set against this page's runs on {said} yet."
+        if live.verdict is stored.verdict:
+            return f"The stored paper-scale runs and this page's runs agree on {said}: both *{live.verdict.value}*."
+        return (
+            f"The stored paper-scale runs and this page's runs disagree on {said}: *{stored.verdict.value}* at "
+            f"paper scale, *{live.verdict.value}* here — a finding, shown with its numbers rather than passed."
+        )
+
+    def stored_coverage(self) -> str:
+        """How far the stored paper-scale runs got, against the paper's training length (the ``paper`` preset)."""
+        stored = self.stored()
+        if not stored:
+            return "No paper-scale run of this task is stored yet."
+        paper = preset_config(self.task, "paper", rho=self.main_rho).steps
+        done = "; ".join(
+            f"{label(r.config)} {r.status.get('steps_done', 0):,} of {r.config.steps:,} planned steps "
+            f"({r.status.get('state')})"
+            for r in stored.values()
+        )
+        return f"The stored paper-scale runs cover the start of the paper's {paper:,} steps: {done}."
 
     # -- tables and figures ------------------------------------------------------------------------------------
     def table(self, rho: float, data: str | None = None) -> pd.DataFrame:
@@ -330,4 +397,18 @@ class ExperimentChapter(Chapter):
                 sentence = f"{listed} at seed {seeds} (no other seed was run)"
             glue(f"ch{self.number}_band_{key}", Markdown(sentence), display=False)
             glue(f"ch{self.number}_band_{key}_spread", spread, display=False)
+        spreads = [r["spread (max − min)"] for r in rows.values() if math.isfinite(r["spread (max − min)"])]
+        spreads = spreads if len(runs) > 1 else []
+        lo, hi = cl.EDGE_BAND
+        half = (hi - lo) / 2
+        if spreads:
+            worst = max(spreads)
+            noise = (
+                f"The larger of these spreads, {_cell(worst, 2)}, is "
+                f"{cl.compare_words(worst, half, more='larger', less='smaller', same='as large')} than the band's "
+                f"half-width {half:g} (×{worst / half:.2f} of it)"
+            )
+        else:
+            noise = f"With one seed there is no spread to set against the band's half-width {half:g}"
+        glue(f"ch{self.number}_band_noise", Markdown(noise), display=False)
         return pd.DataFrame(rows).T.rename_axis("number").reset_index()

@@ -189,8 +189,11 @@ class Chapter:
         return cl.claims_table(self.evaluations, descriptions, self.made, self.catalogue)
 
     def show_claims(self) -> None:
-        """The chapter's claims table: every statement, criterion, verdict and number in full (wrapped)."""
-        show_table(self.claims_table(), index="claim", transpose=False)
+        """The chapter's claims, each with its criterion, verdicts and numbers in full
+        (:func:`~samedge_lib.reading.claims.claims_markdown`).
+        """
+        descriptions = {rs.name: rs.description for rs in self.runsets}
+        display(Markdown(cl.claims_markdown(self.evaluations, descriptions, self.made, self.catalogue)))
 
     def check(self) -> None:
         """Fail where a claim the chapter makes does not hold on its own runs.

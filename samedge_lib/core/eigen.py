@@ -33,6 +33,11 @@ WHICH: tuple[str, ...] = ("LA", "SA", "LM")
 
 #: ``NORMALIZING_EPS`` of the official code (vector normalisation ``v / (||v|| + 1e-5)``).
 OFFICIAL_NORMALIZING_EPS = 1e-5
+
+#: The official power iteration stops once ``||Hv||`` changes by at most this fraction between products
+#: (``hessian_norm.py`` of https://github.com/google-deepmind/sam_edge), or falls below :data:`OFFICIAL_ABS_TOL`.
+OFFICIAL_REL_TOL = 1e-3
+OFFICIAL_ABS_TOL = 1e-3
 #: PyHessian's normalisation constant (``v / (||v|| + 1e-6)``) and denominator guard.
 PYHESSIAN_EPS = 1e-6
 
@@ -358,7 +363,10 @@ def _official_orthonormal_basis(vectors: list[torch.Tensor]) -> list[torch.Tenso
 
 
 def official_rule_stops(
-    current: float | torch.Tensor, last: float | torch.Tensor, rel_tol: float = 1e-3, abs_tol: float = 1e-3
+    current: float | torch.Tensor,
+    last: float | torch.Tensor,
+    rel_tol: float = OFFICIAL_REL_TOL,
+    abs_tol: float = OFFICIAL_ABS_TOL,
 ) -> bool:
     """The official power iteration's stopping rule (``hessian_norm.py``): True when it stops here.
 
@@ -372,7 +380,7 @@ def official_rule_stops(
     return not (change > size * rel_tol and size > abs_tol)
 
 
-def official_stop(norms: list[float], rel_tol: float = 1e-3, abs_tol: float = 1e-3) -> int:
+def official_stop(norms: list[float], rel_tol: float = OFFICIAL_REL_TOL, abs_tol: float = OFFICIAL_ABS_TOL) -> int:
     """Products after which :func:`official_power_iteration` (k = 1) stops, given the norms after each product.
 
     Replays :func:`official_rule_stops` on the trace of a run that ignored it (``rel_tol = abs_tol = 0``):
@@ -391,8 +399,8 @@ def official_power_iteration(
     op: SymmetricOperator,
     k: int = 1,
     generator: torch.Generator | None = None,
-    rel_tol: float = 1e-3,
-    abs_tol: float = 1e-3,
+    rel_tol: float = OFFICIAL_REL_TOL,
+    abs_tol: float = OFFICIAL_ABS_TOL,
     max_iter: int = 100,
 ) -> EigResult:
     """The paper's sharpness estimator (``hessian_norm.CurvatureEstimator``), reproduced exactly.

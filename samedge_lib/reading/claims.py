@@ -306,6 +306,32 @@ def claims_table(
     return pd.DataFrame(rows)
 
 
+def claims_markdown(
+    evaluations: pd.DataFrame,
+    descriptions: Mapping[str, str],
+    made: Iterable[str],
+    claims: Sequence[Claim],
+) -> str:
+    """The chapter's claims as a numbered list: each statement with its status (claimed or reported), its source,
+    its criterion in full, and one line per run set with the verdict and every number it rests on. A list reads
+    at the book's column width where a five-column table of sentences would need a scroll bar.
+    """
+    made = set(made)
+    items = []
+    for c in claims:
+        sub = evaluations[evaluations["claim"] == c.key]
+        if sub.empty:
+            continue
+        status = "claimed" if c.key in made else "reported"
+        lines = [f"1. **{c.statement}** *{status}* ({c.source}).  \n   Criterion: {c.quantity}: {c.criterion}."]
+        for name, desc in descriptions.items():
+            e = sub[sub["runset"] == name]
+            if len(e):
+                lines.append(f"   - {desc}: **{Verdict(e['verdict'].iloc[0]).value}**: {e['detail'].iloc[0]}")
+        items.append("\n".join(lines))
+    return "\n".join(items)
+
+
 class ClaimError(AssertionError):
     """A claim the chapter makes does not hold on the runs it shows."""
 
