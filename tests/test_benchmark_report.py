@@ -282,3 +282,41 @@ def test_the_stored_scaling_measurement_is_consistent():
         assert br.scaling_mode(stored, t["task"], "torchrun", 1, 1)["versus_first_mode"]["bitwise"]
         assert br.scaling_mode(stored, t["task"], "torchrun", 2, 1)["world_size"] == 2
     assert len(br.scaling_table([stored])) == sum(len(t["modes"]) for t in stored["tasks"])
+
+
+# ------------------------------------------------------------------------------- what the appendix shows
+def test_summary_table_holds_each_headline_number_once_per_machine(stored):
+    table = bs.summary_table(stored)
+    assert list(table.columns) == ["quantity", *(r["machine_tag"] for r in stored)]
+    assert table["quantity"].is_unique
+    for r in stored:
+        h = bs.headline(r)
+        row = table.set_index("quantity")[r["machine_tag"]]
+        assert row["official estimator: median error, with its own stopping rule"] == f"{h['official_rel_err']:.1e}"
+        ratio = row["gradient evaluations to stay within 0.001, official / default"]
+        if "equal_accuracy_grad_eval_ratio" in h:
+            bound = "≥ " if h["equal_accuracy_lower_bound"] else ""
+            assert ratio == f"{bound}{h['equal_accuracy_grad_eval_ratio']:.1f}x"
+        else:  # recorded before the cost-to-accuracy section existed: no number, not a made-up one
+            assert pd.isna(ratio)
+
+
+def test_summary_table_leaves_out_what_no_benchmark_measured():
+    result = _synthetic_result() | {"machine_tag": "synthetic"}
+    table = bs.summary_table([result]).set_index("quantity")["synthetic"]
+    assert table["gradient evaluations, official / default, each with its own stopping rule"] == "8.0x"
+    assert (
+        table["warm start at the tracked runs' step size: products, share of a cold start's (top eigenvalue)"] == "25%"
+    )
+    assert not any("finite-difference" in q for q in table.index)  # no product-bias or HVP-timing section
+
+
+def test_stored_notes_and_schemas_are_worded_for_the_reader(stored):
+    assert br.notes_text(["machine shared with other agents' jobs (see the load averages)", "done."]) == (
+        "Other jobs were running on the machine (see the load averages). Done."
+    )
+    table = br.machines_table(stored)
+    assert set(table.loc["recorded"]) <= set(br.SCHEMA_RECORDED.values())
+    scaling = br.load_scaling(STORED)
+    for text in [*table.loc["conditions"], *(br.notes_text(r["notes"]) for r in scaling)]:
+        assert "agents" not in text

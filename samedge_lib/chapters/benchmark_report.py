@@ -26,12 +26,25 @@ import pandas as pd
 
 from samedge_lib.record.runfolder import RunResult
 
-#: Schemas this module reads (the benchmark's ``SCHEMA``, old and current).
 #: The relative error of ``lambda_1`` a tracker must reach: the accuracy at which the solvers' costs are compared
 #: (:mod:`samedge_lib.chapters.benchmark_measure` measures to it, the appendix reports against it).
 TARGET_REL_ERR = 1e-3
 
+#: Schemas this module reads (the benchmark's ``SCHEMA``, old and current).
 SCHEMAS: tuple[str, ...] = ("samedge-sharpness-benchmark/1", "samedge-sharpness-benchmark/2")
+#: What a benchmark of each schema recorded, in the reader's words (the appendix's tables say it instead of the
+#: file-format version, which means nothing to a reader).
+SCHEMA_RECORDED = {
+    SCHEMAS[0]: "before the convergence traces, the second warm-start case and the solver comparisons on "
+    "the CIFAR-10 CNN and the Transformer were added",
+    SCHEMAS[1]: "every section of this appendix",
+}
+#: A stored file's note (free text written when it was measured) -> how the appendix words it. The stored files
+#: are measurements and are never edited; a note worded for the people running the benchmark is translated here.
+NOTE_WORDING = {
+    "machine shared with other agents' jobs (see the load averages)": "other jobs were running on the machine "
+    "(see the load averages)",
+}
 #: Schema of ``benchmarks/sam_speed.py`` (PyTorch against the JAX reference loop), stored alongside.
 SPEED_SCHEMA = "samedge-sam-speed/1"
 #: Schema of ``benchmarks/distributed_scaling.py`` (steps/s against the number of processes), stored alongside.
@@ -56,6 +69,8 @@ SOLVER_SHORT = {
 }
 #: Readable names of the benchmark's models.
 MODELS = {"mnist": "MNIST MLP", "cnn": "CIFAR-10 CNN", "transformer": "Transformer"}
+#: Readable names of the eigenvalue blocks the solvers compute (a file's ``top1`` / ``top5``).
+TOPS = {"top1": "top eigenvalue", "top5": "top five"}
 #: Readable names of the warm-start cases.
 WARM_CASES = {
     "track_eta": "the tracked runs' step size",
@@ -70,6 +85,12 @@ class BenchmarkFileError(ValueError):
 def fmt(x: float | None, spec: str = ".3g") -> str:
     """A number for a table cell ('-' when missing)."""
     return "-" if x is None else format(x, spec)
+
+
+def notes_text(notes: Sequence[str]) -> str:
+    """A stored file's notes as sentences for the page, each worded through :data:`NOTE_WORDING`."""
+    sentences = [NOTE_WORDING.get(n, n) for n in notes]
+    return " ".join(f"{n[:1].upper()}{n[1:]}{'' if n.endswith('.') else '.'}" for n in sentences if n)
 
 
 def _normalise(data: dict[str, Any]) -> dict[str, Any]:
@@ -219,7 +240,9 @@ def signed_errors(runs: Sequence[dict[str, Any]], reference: Sequence[float]) ->
 
 # ------------------------------------------------------------------------------------------------ tables
 def machines_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """Per machine: device, settings and the benchmark point (is it part-way through training?)."""
+    """Per machine: device, settings, what was recorded, the benchmark point (is it part-way through training?)
+    and the conditions noted when it was measured.
+    """
     rows = {}
     for r in results:
         mn, s = r["mnist"], r["settings"]
@@ -227,7 +250,7 @@ def machines_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
         rows[r["machine_tag"]] = {
             "device": r["device"],
             "preset": r["preset"],
-            "schema": r["schema"].rsplit("/", 1)[-1],
+            "recorded": SCHEMA_RECORDED.get(r["schema"], r["schema"]),
             "torch": r["torch"],
             "threads": s.get("torch_threads"),
             "MNIST model": f"{mn['setting']['model']} ({mn['setting']['n_params']:,} params)",
@@ -238,6 +261,7 @@ def machines_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
             "lambda_1 at point": fmt(pt.get("lambda1"), ".4g"),
             "run time [s]": f"{r['elapsed_s']:.0f}",
             "skipped": "; ".join(r["skipped"]) or "-",
+            "conditions": notes_text(r["notes"]) or "-",
         }
     return pd.DataFrame(rows)
 
@@ -284,7 +308,7 @@ def solver_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
                     rows.append(
                         {
                             "machine": r["machine_tag"],
-                            "measurement": f"{MODELS[model]}, {key}",
+                            "measurement": f"{MODELS[model]}, {TOPS.get(key, key)}",
                             "solver": SOLVER_SHORT[solver],
                             "runs": s["n_matvec"]["n"],
                             "HVPs": f"{s['n_matvec']['median']:.0f}",
@@ -344,7 +368,7 @@ def product_bias_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
 
 
 def trace_frame(result: dict[str, Any], model: str = "mnist") -> pd.DataFrame:
-    """The convergence traces of one model of one benchmark as a long table (empty for schema 1).
+    """The convergence traces of one model of one benchmark as a long table (empty for a benchmark without traces).
 
     Columns: ``solver``, ``seed``, ``products``, ``grad_evals``, ``rel_err`` and, for Lanczos, the
     relative residual estimate ``residual`` (its certificate).
@@ -398,7 +422,7 @@ def warm_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
                     {
                         "machine": r["machine_tag"],
                         "steps at eta": f"{ws['steps_between']} at {ws['eta']:g}",
-                        "eigenvalues": key,
+                        "eigenvalues": TOPS.get(key, key),
                         "lambda_1 change": fmt(ws.get("lambda1_change"), "+.1%"),
                         "previous vector's Rayleigh quotient, rel. error": fmt(start, ".1e"),
                         "cold HVPs (median)": f"{c['n_matvec']['median']:.0f}",

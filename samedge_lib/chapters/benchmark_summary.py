@@ -1,7 +1,8 @@
 """The sharpness benchmark's headline numbers and its text summary, computed from one stored result file.
 
 :func:`headline` is the one function the appendix and the benchmark script take their headline numbers from;
-:func:`summary_lines` is the summary the script prints and the file stores. The tables are
+:func:`summary_lines` is the summary the script prints and the file stores; :func:`summary_table` holds the same
+headline numbers as the appendix shows them, one column per stored benchmark. The other tables are
 :mod:`samedge_lib.chapters.benchmark_report`'s.
 """
 
@@ -11,7 +12,9 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from samedge_lib.chapters.benchmark_report import TARGET_REL_ERR, fmt, signed_errors
+import pandas as pd
+
+from samedge_lib.chapters.benchmark_report import TARGET_REL_ERR, WARM_CASES, fmt, signed_errors
 
 
 def primary_result(results: Sequence[dict[str, Any]], schema: str | None = None) -> dict[str, Any]:
@@ -246,3 +249,65 @@ def _mnist_tracking_lines(mn: dict[str, Any]) -> list[str]:
             f"lambda_1 TF32 vs strict: rel. diff {tf['lambda1_rel_diff_tf32_vs_strict']:.1e}"
         )
     return lines
+
+
+#: The rows of :func:`summary_table`: (what the row says, the :func:`headline` key, format spec, unit after it).
+SUMMARY_ROWS: tuple[tuple[str, str, str, str], ...] = (
+    ("default (Lanczos): largest error over the random starts", "default_rel_err", ".1e", ""),
+    ("official estimator: median error, with its own stopping rule", "official_rel_err", ".1e", ""),
+    (
+        "gradient evaluations, official / default, each with its own stopping rule",
+        "own_rule_grad_eval_ratio",
+        ".1f",
+        "x",
+    ),
+    (
+        f"gradient evaluations to stay within {TARGET_REL_ERR:g}, official / default",
+        "equal_accuracy_grad_eval_ratio",
+        ".1f",
+        "x",
+    ),
+    (f"measured time to stay within {TARGET_REL_ERR:g}, official / default", "equal_accuracy_time_ratio", ".1f", "x"),
+    ("one exact product, in gradients' time", "exact_ratio", ".2f", "x"),
+    ("one finite-difference product, in gradients' time", "fd_ratio", ".2f", "x"),
+    ("one finite-difference product at a reference eigenvector: largest error", "fd_product_bias_max", ".1e", ""),
+    ("one exact float32 product there: largest error", "exact_product_bias_max", ".1e", ""),
+    *(
+        (
+            f"warm start at {label}: products, share of a cold start's (top eigenvalue)",
+            f"warm_percent_top1_{case}",
+            ".0f",
+            "%",
+        )
+        for case, label in WARM_CASES.items()
+    ),
+    ("estimated share of wall time in checks: default, cold start", "overhead_pct_lanczos", ".1f", "%"),
+    ("estimated share of wall time in checks: default, warm start", "overhead_pct_lanczos_warm", ".1f", "%"),
+    ("estimated share of wall time in checks: official estimator", "overhead_pct_official", ".1f", "%"),
+    ("bytes saved for backward, check / gradient", "saved_mem_ratio", ".2f", "x"),
+)
+#: Headline keys that are lower bounds when ``equal_accuracy_lower_bound`` is set (the official never got there).
+LOWER_BOUNDED = ("equal_accuracy_grad_eval_ratio", "equal_accuracy_time_ratio")
+
+
+def summary_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """The headline numbers of every benchmark: a ``quantity`` column, then one column per machine.
+
+    Each cell is :func:`headline`'s number, formatted, with "≥" in front where it is a lower bound; it is missing
+    (``NaN``, shown as "—" by :func:`samedge_lib.chapters.pattern.cell`) where that benchmark did not measure it,
+    and a row no benchmark measured is left out. The appendix shows this instead of the printed
+    :func:`summary_lines`.
+    """
+    headlines = {r["machine_tag"]: headline(r) for r in results}
+    rows = []
+    for label, key, spec, unit in SUMMARY_ROWS:
+        row: dict[str, str | None] = {"quantity": label}
+        for machine, h in headlines.items():
+            if key not in h:
+                row[machine] = None
+                continue
+            bound = "≥ " if key in LOWER_BOUNDED and h.get("equal_accuracy_lower_bound") else ""
+            row[machine] = f"{bound}{format(h[key], spec)}{unit}"
+        if any(row[m] is not None for m in headlines):
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["quantity", *headlines])
