@@ -28,10 +28,7 @@ import torch
 from samedge_lib.engine.sweeps import SweepSpec, is_done
 from samedge_lib.engine.train import RunDivergedWarning, RunResult, run
 from samedge_lib.reading.notebook import NotebookParameterError, check_list, check_number, check_preset
-from samedge_lib.record.config import SWEEP_RHOS, RunConfig
-
-#: The radius the paper's README and main figures use; a chapter's main statements are about it.
-PAPER_RHO = 0.1
+from samedge_lib.record.config import PAPER_RHO, SWEEP_RHOS, RunConfig
 
 #: Extra seeds of the seed band per preset and task: GD and SAM at the main radius are rerun at these seeds, so a
 #: reader sees how much of a headline number is seed noise. At ``cpu``, two extra seeds for the MNIST MLP (its runs

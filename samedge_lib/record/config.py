@@ -440,6 +440,10 @@ _PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+#: The radius the official code's README and the paper's main figures use (Figures 3 and 4 of
+#: https://arxiv.org/abs/2309.12488); a chapter's main statements are about it.
+PAPER_RHO = 0.1
+
 #: The rho values each chapter sweeps (GD, rho = 0, is always added). The paper's README uses rho = 0.1.
 SWEEP_RHOS: dict[str, dict[str, tuple[float, ...]]] = {
     "mnist": {"paper": (0.03, 0.1, 0.3), "cpu": (0.03, 0.1, 0.3), "smoke": (0.1,)},
