@@ -27,7 +27,7 @@ this module never imports the training engine.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -277,6 +277,21 @@ def lookup(evaluations: pd.DataFrame, key: str, runset: str) -> Evaluation:
     return Evaluation(r["claim"], r["runset"], Verdict(r["verdict"]), float(r["value"]), r["detail"])
 
 
+def _verdicts_by_claim(
+    evaluations: pd.DataFrame, descriptions: Mapping[str, str], made: Iterable[str], claims: Sequence[Claim]
+) -> Iterator[tuple[Claim, str, dict[str, Evaluation]]]:
+    """Each evaluated claim of ``claims`` with its status (``claimed`` if in ``made``, else ``reported``) and its
+    evaluation on every run set of ``descriptions`` that has one, keyed by the run set's description.
+    """
+    made = set(made)
+    for c in claims:
+        sub = evaluations[evaluations["claim"] == c.key]
+        if sub.empty:
+            continue
+        found = {desc: lookup(sub, c.key, name) for name, desc in descriptions.items() if (sub["runset"] == name).any()}
+        yield c, "claimed" if c.key in made else "reported", found
+
+
 def claims_table(
     evaluations: pd.DataFrame,
     descriptions: Mapping[str, str],
@@ -288,20 +303,11 @@ def claims_table(
     ``made`` are the claims the chapter makes (asserted where it runs); the others are reported. ``claims`` is
     the catalogue the evaluations come from.
     """
-    made = set(made)
     rows = []
-    for c in claims:
-        sub = evaluations[evaluations["claim"] == c.key]
-        if sub.empty:
-            continue
-        row = {
-            "claim": c.statement,
-            "criterion": f"{c.quantity}: {c.criterion}",
-            "status": "claimed" if c.key in made else "reported",
-        }
-        for name, desc in descriptions.items():
-            e = sub[sub["runset"] == name]
-            row[desc] = f"{Verdict(e['verdict'].iloc[0]).value}: {e['detail'].iloc[0]}" if len(e) else "—"
+    for c, status, found in _verdicts_by_claim(evaluations, descriptions, made, claims):
+        row = {"claim": c.statement, "criterion": f"{c.quantity}: {c.criterion}", "status": status}
+        for desc in descriptions.values():
+            row[desc] = f"{found[desc].verdict.value}: {found[desc].detail}" if desc in found else "—"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -316,18 +322,10 @@ def claims_markdown(
     its criterion in full, and one line per run set with the verdict and every number it rests on. A list reads
     at the book's column width where a five-column table of sentences would need a scroll bar.
     """
-    made = set(made)
     items = []
-    for c in claims:
-        sub = evaluations[evaluations["claim"] == c.key]
-        if sub.empty:
-            continue
-        status = "claimed" if c.key in made else "reported"
+    for c, status, found in _verdicts_by_claim(evaluations, descriptions, made, claims):
         lines = [f"1. **{c.statement}** *{status}* ({c.source}).  \n   Criterion: {c.quantity}: {c.criterion}."]
-        for name, desc in descriptions.items():
-            e = sub[sub["runset"] == name]
-            if len(e):
-                lines.append(f"   - {desc}: **{Verdict(e['verdict'].iloc[0]).value}**: {e['detail'].iloc[0]}")
+        lines += [f"   - {desc}: {e.markdown}" for desc, e in found.items()]
         items.append("\n".join(lines))
     return "\n".join(items)
 
