@@ -2,25 +2,12 @@
 exactly as the official code does (``image_classification.py``, ``dataset.py`` and ``transformer.py`` of
 https://github.com/google-deepmind/sam_edge).
 
-**Where files are looked for.** The *data folder* is, in order of precedence, the ``data_dir`` argument,
-the environment variable ``SAMEDGE_DATA``, or the per-user cache (:func:`default_cache_dir`, pooch's
-per-OS cache folder: ``$XDG_CACHE_HOME/samedge/data`` or ``~/.cache/samedge/data`` on Linux). The cache is
-always searched second, so a read-only data folder (a shared copy) can be completed by downloads into the
-cache. Inside a folder the layout is torchvision's (plus char-rnn's)::
-
-    MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz
-    cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}   (or cifar-10-python.tar.gz next to it)
-    tinyshakespeare/input.txt
-
-so existing torchvision downloads are reused (torchvision itself is not needed).
-
-Finding, verifying and downloading the files is :mod:`samedge_lib.engine.download`'s (re-exported here).
-
-**Checksums and downloads** are :mod:`samedge_lib.engine.download`'s: every file is verified before use against the
-digests of :data:`MNIST_FILES`, :data:`CIFAR10_FILES`, :data:`CIFAR10_ARCHIVE` and :data:`SHAKESPEARE_FILE` (plain
-data, so tests can substitute them), and a download is checked before it is moved into place. The CIFAR-10 tarball
-is unpacked with pooch's ``Untar`` (only the known members) into a scratch folder, and each member is verified
-before it is moved into place.
+**Where files are looked for** (the ``data_dir`` argument, ``SAMEDGE_DATA``, the per-user cache, in
+torchvision's folder layout), **checksums and downloads** are :mod:`samedge_lib.engine.download`'s (re-exported
+here): every file is verified before use against the digests of :data:`MNIST_FILES`, :data:`CIFAR10_FILES`,
+:data:`CIFAR10_ARCHIVE` and :data:`SHAKESPEARE_FILE` (plain data, so tests can substitute them), and a download is
+checked before it is moved into place. The CIFAR-10 tarball is unpacked with pooch's ``Untar`` (only the known
+members) into a scratch folder, and each member is verified before it is moved into place.
 
 **Preprocessing** (official ``image_classification.py``): images as float32 ``x / 256.0`` (not 255),
 one-hot targets over 10 classes, minus the per-pixel mean of the training images actually used (the
