@@ -104,10 +104,10 @@ def _gd_at_edge(rs: RunSet) -> tuple[Verdict, float, str]:
     late = float(np.median(last))
     end = _last_step(rs.table(0.0))
     if np.max(r) < REACH:
-        return Verdict.NOT_REACHED, late, f"did not reach 2/η by step {end} (largest ηλ₁/2 = {np.max(r):.3f})"
+        return Verdict.NOT_REACHED, late, f"{_gd(rs)} did not reach 2/η by step {end} (largest ηλ₁/2 = {np.max(r):.3f})"
     moved = compare_words(late, r[0], more="rose", less="fell", same="stayed")
     detail = (
-        f"ηλ₁/2 {moved} from {r[0]:.3f} at the first check to a median of {late:.3f} over the last third "
+        f"{_gd(rs)}'s ηλ₁/2 {moved} from {r[0]:.3f} at the first check to a median of {late:.3f} over the last third "
         f"(to step {end})"
     )
     return (Verdict.HOLDS if in_band(late) else Verdict.FAILS), late, detail
