@@ -29,6 +29,7 @@ from samedge_lib.chapters.pattern import cell as _cell
 from samedge_lib.reading import claims as cl
 from samedge_lib.reading import plots
 from samedge_lib.reading.notebook import PARAMETERS_METADATA_KEY, show_parameters
+from samedge_lib.reading.style import BOOK_WIDTH_IN, PANEL_HEIGHT_IN
 from samedge_lib.record.config import preset_config
 from samedge_lib.record.results import (
     REACH,
@@ -313,14 +314,23 @@ class ExperimentChapter(Chapter):
         plt.show()
 
     def show_radii(self, *, collapse: bool = True) -> None:
-        """Every radius: ``lambda_1/edge`` over time, all checks against ``R(alpha)`` (if ``collapse``), the losses."""
+        """Every radius: ``lambda_1/edge`` over time, all checks against ``R(alpha)`` (if ``collapse``), the losses.
+
+        The panels stay side by side (the text says left, middle, right) at the book's width, with one legend
+        under them: each run is one colour in every panel.
+        """
         sam_runs = {label(r.config): measurements_on(r, self.data) for rho, r in self.results.items() if rho > 0}
-        fig, axes = plt.subplots(1, 3 if collapse else 2, figsize=(17 if collapse else 13, 4))
-        plots.plot_tracking_ratio(axes[0], sam_runs, title=self._title("lambda_1 / SAM-edge"))
+        n = 3 if collapse else 2
+        fig, axes = plt.subplots(1, n, figsize=(BOOK_WIDTH_IN, PANEL_HEIGHT_IN + 0.6))
+        plots.plot_tracking_ratio(axes[0], sam_runs, title=r"$\lambda_1$ / SAM-edge", legend=False)
         if collapse:
-            plots.plot_alpha_collapse(axes[1], sam_runs, title="all radii against R(alpha)")
+            plots.plot_alpha_collapse(axes[1], sam_runs, title=r"against $R(\alpha)$", legend=False)
         losses = {label(r.config): r.steps for r in self.results.values()}
-        plots.plot_losses(axes[-1], losses, title="training loss")
+        plots.plot_losses(axes[-1], losses, title="training loss", legend=False)
+        if self.data is not None:
+            fig.suptitle(f"{self.data} measurements", fontsize="medium")
+        panels = ("left", "middle", "right") if collapse else ("left", "right")
+        plots.figure_legend(fig, axes, panels, first=list(losses))
         plt.show()
 
     def show_topk(self) -> None:
@@ -349,8 +359,9 @@ class ExperimentChapter(Chapter):
             display(Markdown(f"*{note}.*"))
         show_table(coverage_table(stored))
         show_table(results_table(stored, self.data))
-        fig, axes = plt.subplots(1, len(stored), figsize=(6.5 * len(stored), 4), squeeze=False)
-        for ax, res in zip(axes[0], stored.values(), strict=True):
+        # one above the other at the book's width: side by side, each legend would cover its panel's data
+        fig, axes = plt.subplots(len(stored), 1, figsize=(BOOK_WIDTH_IN, 3.4 * len(stored)), squeeze=False)
+        for ax, res in zip(axes[:, 0], stored.values(), strict=True):
             draw = plots.plot_edge_zoom if res.config.rho > 0 else plots.plot_eigenvalues
             draw(ax, measurements_on(res, self.data), title=f"paper scale: {label(res.config)}")
         plt.show()
@@ -362,7 +373,7 @@ class ExperimentChapter(Chapter):
         seeds = {self.results[self.main_rho].config.seed: self.results, **band}
         ratios = {f"seed {s}": measurements_on(r[self.main_rho], self.data) for s, r in seeds.items()}
         fig, ax = plt.subplots()
-        plots.plot_tracking_ratio(ax, ratios, title=self._title(f"lambda_1 / SAM-edge, rho={self.main_rho:g}"))
+        plots.plot_tracking_ratio(ax, ratios, title=self._title(rf"$\lambda_1$ / SAM-edge, $\rho$={self.main_rho:g}"))
         plt.show()
 
     def seed_band(self, band: Mapping[int, Mapping[float, RunResult]]) -> pd.DataFrame:
