@@ -169,6 +169,7 @@ class StochasticSweep:
             runs,
             rho,
             None,
+            "on this page's runs",
             sam=sam,
             sgd=sgd,
             msam=msam,
