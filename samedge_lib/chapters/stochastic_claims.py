@@ -503,7 +503,7 @@ CLAIMS: tuple[Claim, ...] = (
         "≤ 1 (no rise)",
         "this book's conjecture (with the previous claim)",
         _full_edge_flat,
-        subject="A full-batch λ₁/S(‖g‖) that does not rise as the batch shrinks",
+        subject="The full-batch λ₁/S(‖g‖) staying level or falling as the batch shrinks",
     ),
     Claim(
         "noise_scaling",
@@ -539,7 +539,7 @@ CLAIMS: tuple[Claim, ...] = (
         "< 1 at the smallest B and > 1 at the full batch",
         "Wen, Ma & Li (2022), as this book operationalises it",
         _trace_vs_lambda,
-        subject="The trace flattened more at the smallest batch, λ₁ more at the full batch",
+        subject="Flattening of the trace at the smallest batch and of λ₁ at the full batch",
     ),
     Claim(
         "sgd_batch_sharpness",

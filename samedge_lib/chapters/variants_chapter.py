@@ -30,8 +30,9 @@ from samedge_lib.reading import claims as cl
 from samedge_lib.reading.claims import EDGE_BAND
 from samedge_lib.reading.notebook import check_number
 from samedge_lib.reading.style import use_book_style
-from samedge_lib.record.results import RunResult
+from samedge_lib.record.results import REACH, RunResult
 from samedge_lib.theory import derivations as dv
+from samedge_lib.theory.edges import regime_bounds
 from samedge_lib.theory.rules import SAM, UpdateRule
 
 #: Random points of the library-against-derivation check, per preset (``n_check = 0``).
@@ -121,12 +122,14 @@ class DesignChapter(Chapter):
 
     def claims(self) -> pd.DataFrame:
         """The claims, glued, with the tolerances the prose states: the on-edge band (``ch<n>_edge_band``, as
-        ``[0.85, 1.15]``, and ``..._pct``, its half-width in per cent).
+        ``[0.85, 1.15]``, and ``..._pct``, its half-width in per cent) and the fraction of its edge at which a run's
+        crossing is counted (``ch<n>_reach``).
         """
         out = super().claims()
         lo, hi = EDGE_BAND
         self._glue("edge_band", f"[{lo:g}, {hi:g}]")
         self._glue("edge_band_pct", round(100 * (hi - 1)))
+        self._glue("reach", REACH)
         return out
 
     # ---- the derivations
@@ -451,9 +454,22 @@ class PhaseChapter(DesignChapter):
         return self.table
 
     def claims(self) -> pd.DataFrame:
-        """The claims, glued, and the grid's largest radius."""
+        """The claims, glued, the grid's largest radius and the tolerances the prose states (collapse, ascent
+        marker, regime bounds).
+        """
         out = super().claims()
         self._glue("largest_rho", float(cv.largest_rho(self.runs)))
+        low, high = regime_bounds(cv.REGIME_TOL)
+        glue_all(
+            {
+                "ch8_collapse_pct": round(100 * (math.exp(cv.COLLAPSE_TOL) - 1)),
+                "ch8_collapse_words": cv.COLLAPSE_WORDS,
+                "ch8_ascent_pct": round(100 * cv.ASCENT_TOL),
+                "ch8_regime_pct": round(100 * cv.REGIME_TOL),
+                "ch8_regime_low": f"{low:.3g}",
+                "ch8_regime_high": f"{high:.3g}",
+            }
+        )
         return out
 
     def show_phase(self) -> None:

@@ -131,7 +131,7 @@ EDGE_CLAIMS: tuple[Claim, ...] = (
         f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}]; not reached if the sharpness never gets to {REACH:g} × edge",
         "Long & Bartlett (2024), Section 4 (SAM); Cohen et al. (2021, 2022) for GD and Adam",
         _on_edge,
-        subject="The run on its edge",
+        subject="The claim that the run sits on its edge",
     ),
     Claim(
         "certified",
@@ -140,6 +140,6 @@ EDGE_CLAIMS: tuple[Claim, ...] = (
         f"≤ {CERTIFIED_RESIDUAL:g}",
         "the monitor's Lanczos (true residuals)",
         _certified,
-        subject="The certificate of every λ₁",
+        subject="The claim that every λ₁ is certified by its residual",
     ),
 )
