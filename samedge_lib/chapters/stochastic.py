@@ -39,7 +39,7 @@ from samedge_lib.reading.notebook import (
 )
 from samedge_lib.reading.style import COLORS, OKABE_ITO, RHO_PALETTE, use_book_style
 from samedge_lib.record.config import STOCHASTIC_PRESETS, RunConfig, preset_config, stochastic_config
-from samedge_lib.record.results import RunResult, tracking_window
+from samedge_lib.record.results import REACH, RunResult, tracking_window
 from samedge_lib.theory.edges import collapse_variable
 
 #: The chapter's number: its glue keys are ``ch9_<claim>`` (Markdown), ``..._value`` and ``..._verdict``.
@@ -169,6 +169,7 @@ class StochasticSweep:
             runs,
             rho,
             None,
+            "on this page's runs",
             sam=sam,
             sgd=sgd,
             msam=msam,
@@ -524,10 +525,27 @@ class StochasticChapter(Chapter):
         return f"ch{self.number}_{claim}"
 
     def claims(self) -> pd.DataFrame:
-        """The claims, glued, and the network's parameter count (against which a random cosine is judged)."""
+        """The claims, glued, the network's parameter count (against which a random cosine is judged) and the
+        thresholds the prose states (``ch9_large_batch``, ``ch9_oscillating``, ``ch9_noise_dominates``,
+        ``ch9_small_alpha``, ``ch9_reach_pct``, ``ch9_edge_band``).
+        """
         out = super().claims()
         dim = parameter_count(self.runs)
         glue_values({f"ch{self.number}_dim": dim, f"ch{self.number}_random_cos": dim**-0.5})
+        lo, hi = cl.EDGE_BAND
+        glue_values(
+            {
+                f"ch{self.number}_{name}": value
+                for name, value in {
+                    "edge_band": f"[{lo:g}, {hi:g}]",
+                    "large_batch": cs.LARGE_BATCH,
+                    "oscillating": cs.OSCILLATING,
+                    "noise_dominates": cs.NOISE_DOMINATES,
+                    "small_alpha": cs.SMALL_ALPHA,
+                    "reach_pct": round(100 * REACH),
+                }.items()
+            }
+        )
         return out
 
     def show_claims(self) -> None:

@@ -42,6 +42,10 @@ SMALL_ALPHA = 0.05
 #: "Oscillating" checks: the cosine between the update about to be taken and the next one below this.
 OSCILLATING = -0.5
 
+#: The paper's minibatch measurement is tested at batch sizes of at least this many examples
+#: (``minibatch_edge``), and separately below it, where the gradient noise is large (``minibatch_edge_small``).
+LARGE_BATCH = 100
+
 #: The drift descends the sharpness "in most checks": at least this share of checks with a positive cosine.
 DRIFT_SHARE = 0.7
 
@@ -243,12 +247,12 @@ def _edge_tracking(rs: StochasticRunSet, keep: Callable[[int], bool]) -> tuple[V
 
 def _minibatch_edge(rs: RunSet) -> tuple[Verdict, float, str]:
     assert isinstance(rs, StochasticRunSet)
-    return _edge_tracking(rs, lambda b: b >= 100)
+    return _edge_tracking(rs, lambda b: b >= LARGE_BATCH)
 
 
 def _minibatch_edge_small(rs: RunSet) -> tuple[Verdict, float, str]:
     assert isinstance(rs, StochasticRunSet)
-    return _edge_tracking(rs, lambda b: b < 100)
+    return _edge_tracking(rs, lambda b: b < LARGE_BATCH)
 
 
 def _q_at_one(rs: RunSet) -> tuple[Verdict, float, str]:
@@ -462,22 +466,26 @@ CLAIMS: tuple[Claim, ...] = (
         f"≤ {100 * IDENTITY_TOL:g} %",
         "this book (exact for sampling without replacement)",
         _identity,
+        subject="The sampling identity",
     ),
     Claim(
         "minibatch_edge",
-        "At B ≥ 100 the stepped minibatch's sharpness sits at the minibatch SAM-edge S_B.",
-        "median ‖H_B‖/S_B after the transient, every SAM run with B ≥ 100 (value: the largest offset, as a factor)",
+        f"At B ≥ {LARGE_BATCH} the stepped minibatch's sharpness sits at the minibatch SAM-edge S_B.",
+        f"median ‖H_B‖/S_B after the transient, every SAM run with B ≥ {LARGE_BATCH} "
+        "(value: the largest offset, as a factor)",
         f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}] at every such B",
         "the paper's Transformer measurement (Section 6), at several batch sizes",
         _minibatch_edge,
+        subject=f"‖H_B‖ at S_B for B ≥ {LARGE_BATCH}",
     ),
     Claim(
         "minibatch_edge_small",
-        "Also at B < 100, where the gradient noise is large, ‖H_B‖ sits at S_B.",
-        "median ‖H_B‖/S_B after the transient, every SAM run with B < 100",
+        f"Also at B < {LARGE_BATCH}, where the gradient noise is large, ‖H_B‖ sits at S_B.",
+        f"median ‖H_B‖/S_B after the transient, every SAM run with B < {LARGE_BATCH}",
         f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}]; a linear-regression toy fails it with label noise",
         "this book",
         _minibatch_edge_small,
+        subject=f"‖H_B‖ at S_B for B < {LARGE_BATCH}",
     ),
     Claim(
         "q_at_one",
@@ -486,6 +494,7 @@ CLAIMS: tuple[Claim, ...] = (
         f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}] at every B",
         "this book's conjecture, after Andreyev & Beneventano's batch sharpness",
         _q_at_one,
+        subject="Q_B at 1 at every batch size",
     ),
     Claim(
         "full_edge_flat",
@@ -494,6 +503,7 @@ CLAIMS: tuple[Claim, ...] = (
         "≤ 1 (no rise)",
         "this book's conjecture (with the previous claim)",
         _full_edge_flat,
+        subject="The full-batch λ₁/S(‖g‖) staying level or falling as the batch shrinks",
     ),
     Claim(
         "noise_scaling",
@@ -502,6 +512,7 @@ CLAIMS: tuple[Claim, ...] = (
         f"within {100 * SCALING_TOL:g} %; applies where ‖g‖² < {NOISE_DOMINATES} × noise and α_B < {SMALL_ALPHA}",
         "this book (the α → 0 limit of the SAM-edge)",
         _noise_scaling,
+        subject="The B^(−1/4) law",
     ),
     Claim(
         "edge_inflation",
@@ -510,6 +521,7 @@ CLAIMS: tuple[Claim, ...] = (
         f"within {100 * INFLATION_TOL:g} % at every minibatch size",
         "this book",
         _edge_inflation,
+        subject="The predicted inflation of the minibatch edge",
     ),
     Claim(
         "q_beats_hb",
@@ -518,6 +530,7 @@ CLAIMS: tuple[Claim, ...] = (
         "< 1",
         "expected from Agarwala & Pennington (2024)",
         _q_beats_hb,
+        subject="Q_B closer to 1 than ‖H_B‖/S_B at the smallest batch",
     ),
     Claim(
         "trace_vs_lambda",
@@ -526,6 +539,7 @@ CLAIMS: tuple[Claim, ...] = (
         "< 1 at the smallest B and > 1 at the full batch",
         "Wen, Ma & Li (2022), as this book operationalises it",
         _trace_vs_lambda,
+        subject="Flattening of the trace at the smallest batch and of λ₁ at the full batch",
     ),
     Claim(
         "sgd_batch_sharpness",
@@ -534,6 +548,7 @@ CLAIMS: tuple[Claim, ...] = (
         f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}] at every B",
         "Andreyev & Beneventano (2024)",
         _sgd_batch_sharpness,
+        subject="SGD's batch sharpness at 2/η",
     ),
     Claim(
         "msam_full_is_sam",
@@ -542,6 +557,7 @@ CLAIMS: tuple[Claim, ...] = (
         f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}]",
         "this book (A₁ = H + ρH²/‖g‖)",
         _msam_full_is_sam,
+        subject="Λ at 1 for m-SAM with one micro-batch",
     ),
     Claim(
         "m_edge",
@@ -550,6 +566,7 @@ CLAIMS: tuple[Claim, ...] = (
         f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}] at every m",
         "this book (frozen-norm stability of Foret et al.'s m-SAM)",
         _m_edge,
+        subject="m-SAM at its m-edge",
     ),
     Claim(
         "drift",
@@ -558,6 +575,7 @@ CLAIMS: tuple[Claim, ...] = (
         f"≥ {100 * DRIFT_SHARE:g} %",
         "Bartlett, Long & Bousquet (2023)",
         _drift,
+        subject="The drift down the gradient of λ₁",
     ),
 )
 

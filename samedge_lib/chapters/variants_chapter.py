@@ -12,6 +12,7 @@ out the runs and runs them through :func:`samedge_lib.chapters.experiments.run_a
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -26,14 +27,33 @@ from samedge_lib.chapters.pattern import Chapter, show_table
 from samedge_lib.chapters.pattern import glue_values as glue_all
 from samedge_lib.chapters.variants import Design, PhaseDesign, VariantsDesign, ascent_check
 from samedge_lib.reading import claims as cl
+from samedge_lib.reading.claims import EDGE_BAND
 from samedge_lib.reading.notebook import check_number
 from samedge_lib.reading.style import use_book_style
-from samedge_lib.record.results import RunResult
+from samedge_lib.record.results import REACH, RunResult
 from samedge_lib.theory import derivations as dv
+from samedge_lib.theory.edges import regime_bounds
 from samedge_lib.theory.rules import SAM, UpdateRule
 
 #: Random points of the library-against-derivation check, per preset (``n_check = 0``).
 N_CHECK = {"smoke": 500, "cpu": 5_000, "paper": 50_000}
+
+
+def residual(value: float) -> str:
+    """A tiny difference as a table shows it: ``"0"`` where it is exactly zero, else two significant digits in
+    scientific notation (``"3.6e-16"``); a fixed-point format would show every one of them as ``0.000000``.
+    """
+    return "0" if value == 0 else f"{value:.1e}"
+
+
+def show_residual_table(df: pd.DataFrame, residuals: Sequence[str]) -> None:
+    """``df`` as a table with one row per row of ``df`` (no row numbers), the ``residuals`` columns through
+    :func:`residual`, every other number through :func:`~samedge_lib.chapters.pattern.cell`.
+    """
+    out = df.copy()
+    for c in residuals:
+        out[c] = out[c].map(residual)
+    show_table(out, index=None, transpose=False)
 
 
 @dataclass
@@ -100,22 +120,32 @@ class DesignChapter(Chapter):
     def _glue(self, name: str, value: Any) -> None:
         glue_all({f"ch{self.NUMBER}_{name}": value})
 
+    def claims(self) -> pd.DataFrame:
+        """The claims, glued, with the tolerances the prose states: the on-edge band (``ch<n>_edge_band``, as
+        ``[0.85, 1.15]``, and ``..._pct``, its half-width in per cent) and the fraction of its edge at which a run's
+        crossing is counted (``ch<n>_reach``).
+        """
+        out = super().claims()
+        lo, hi = EDGE_BAND
+        self._glue("edge_band", f"[{lo:g}, {hi:g}]")
+        self._glue("edge_band_pct", round(100 * (hi - 1)))
+        self._glue("reach", REACH)
+        return out
+
     # ---- the derivations
     def show_proofs(self) -> None:
         """Glue how many identities were proved and list them."""
         names = self.derivation.proofs.names
         self._glue("n_proved", len(names))
-        display(pd.DataFrame({"identity proved": names}, index=range(1, len(names) + 1)))
+        show_table(pd.DataFrame({"identity proved": names}), index=None, transpose=False)
 
     def show_library_check(self) -> None:
         """The library against the derived expressions at :attr:`n_check` points; fails above ``1e-12``."""
         errors = self.derivation.library_errors(self.n_check, self.seed)
-        display(
-            pd.DataFrame({"library function": list(errors), "max relative error": list(errors.values())}).style.format(
-                {"max relative error": "{:.2e}"}
-            )
-        )
+        table = pd.DataFrame({"library function": list(errors), "max relative error": list(errors.values())})
+        show_residual_table(table, ["max relative error"])
         self._glue("n_check", self.n_check)
+        self._glue("lib_tol", dv.LIBRARY_TOL)
         self._glue("lib_max_err", float(max(errors.values())))
         if self.NUMBER == 7:
             self._glue("lib_n_functions", len(errors))
@@ -176,7 +206,7 @@ class VariantsChapter(DesignChapter):
     # ---- the derivations
     def show_momentum_polynomials(self) -> None:
         """Derive the characteristic polynomials with momentum and show their thresholds."""
-        display(pd.DataFrame(self.derivation.momentum()).set_index("rule"))
+        show_table(pd.DataFrame(self.derivation.momentum()), index="rule", transpose=False)
 
     def show_proofs(self) -> None:
         """The count of identities proved in part I, then their list."""
@@ -205,8 +235,8 @@ class VariantsChapter(DesignChapter):
     def show_momentum_cycles(self) -> None:
         """The table of momentum 2-cycles on quadratics."""
         check = vq.momentum_cycles(self.seed)
-        cyc = check.data["table"]
-        display(cyc.style.format(precision=4).format("{:.1e}", subset=["|lambda1/edge - 1|", "||c1|/amplitude - 1|"]))
+        cyc = check.data["table"].rename(columns=vq.READABLE)
+        show_residual_table(cyc, [vq.READABLE["|lambda1/edge - 1|"], vq.READABLE["||c1|/amplitude - 1|"]])
         glue_all(check.glued)
 
     def show_quadratic_switch(self) -> None:
@@ -227,7 +257,6 @@ class VariantsChapter(DesignChapter):
             rows.append(
                 {
                     "run": cv.variant_label(key, res),
-                    "key": key,
                     "optimizer": cfg.optimizer,
                     "eta": cfg.eta,
                     "rho (r for USAM)": cfg.rho,
@@ -281,6 +310,14 @@ class VariantsChapter(DesignChapter):
         hb_own, hb_naive = self._median_ratio(hb_key, "edge"), self._median_ratio(hb_key, "sam_edge")
         glue_all({"ch7_nag_own": float(nag_own), "ch7_nag_naive": float(nag_naive)})
         glue_all({"ch7_hb_own": float(hb_own), "ch7_hb_naive": float(hb_naive)})
+        glue_all({"ch7_naive_below": cv.NAIVE_BELOW, "ch7_naive_above": cv.NAIVE_ABOVE})
+        for name, key in (("nag", nag_key), ("hb", hb_key)):
+            # what the momentum edge predicts for lambda_1 / naive edge: the two edges' ratio over the checks the
+            # run's statistics are taken on (those after its crossing)
+            win = cv.after_crossing(self.runs.table(key)) if key in self.results else pd.DataFrame()
+            pred = (win["edge"] / win["sam_edge"]).dropna() if len(win) else pd.Series(dtype=float)
+            span = f"{pred.min():.2f}–{pred.max():.2f}" if len(pred) else "— (the run did not reach its edge)"
+            self._glue(f"{name}_predicted", span)
         spread = (
             cv.edge_stats(self.runs.table(nag_key), "sam_edge")
             if nag_key in self.results
@@ -378,7 +415,7 @@ class PhaseChapter(DesignChapter):
     def show_cycles(self) -> None:
         """The quadratics' 2-cycles against ``y^2/(1 - y)`` (asserted to 1e-8)."""
         self.cycles = vq.phase_cycles()
-        display(self.cycles.data["table"].style.format(precision=6).format("{:.1e}", subset=["relative difference"]))
+        show_residual_table(self.cycles.data["table"].rename(columns=vq.READABLE), ["relative difference"])
         glue_all(self.cycles.glued)
 
     def show_curve(self) -> None:
@@ -417,9 +454,22 @@ class PhaseChapter(DesignChapter):
         return self.table
 
     def claims(self) -> pd.DataFrame:
-        """The claims, glued, and the grid's largest radius."""
+        """The claims, glued, the grid's largest radius and the tolerances the prose states (collapse, ascent
+        marker, regime bounds).
+        """
         out = super().claims()
         self._glue("largest_rho", float(cv.largest_rho(self.runs)))
+        low, high = regime_bounds(cv.REGIME_TOL)
+        glue_all(
+            {
+                "ch8_collapse_pct": round(100 * (math.exp(cv.COLLAPSE_TOL) - 1)),
+                "ch8_collapse_words": cv.COLLAPSE_WORDS,
+                "ch8_ascent_pct": round(100 * cv.ASCENT_TOL),
+                "ch8_regime_pct": round(100 * cv.REGIME_TOL),
+                "ch8_regime_low": f"{low:.3g}",
+                "ch8_regime_high": f"{high:.3g}",
+            }
+        )
         return out
 
     def show_phase(self) -> None:

@@ -89,6 +89,13 @@ SETTLE_TOL = 0.10
 #: ``y = eta lambda_1 / 2`` (the upper side of :data:`~samedge_lib.reading.claims.EDGE_BAND`, symmetric in log scale).
 COLLAPSE_TOL = math.log(EDGE_BAND[1])
 
+#: :data:`COLLAPSE_TOL` as the criteria and the prose state it.
+COLLAPSE_WORDS = f"ln {math.exp(COLLAPSE_TOL):.3g}"
+
+#: The regimes of ``R(alpha)``: square-root-like within this of ``sqrt(alpha)``, GD-like within this of 1
+#: (:func:`~samedge_lib.theory.edges.regime_bounds`).
+REGIME_TOL = 0.1
+
 #: The phase diagram spans at least this many decades of ``alpha`` (pooled over runs, after the crossing).
 ALPHA_DECADES = 2.0
 
@@ -384,7 +391,7 @@ def _regimes(rs: VariantRuns) -> Result:
     pool = pooled_phase(rs)
     if pool.empty:
         return Verdict.NOT_MEASURED, math.nan, "no SAM check after a crossing"
-    low, high = regime_bounds()
+    low, high = regime_bounds(REGIME_TOL)
     a = pool["alpha"]
     counts = {"square-root": int((a <= low).sum()), "crossover": int(((a > low) & (a < high)).sum())}
     counts["GD-like"] = int((a >= high).sum())
@@ -415,6 +422,7 @@ VARIANT_CLAIMS: tuple[Claim, ...] = (
         f"every run in [{EDGE_BAND[0]}, {EDGE_BAND[1]}]",
         "this book (linear stability of USAM; Andriushchenko & Flammarion 2022 study USAM)",
         _usam_on_edge,
+        subject="USAM on its edge E_U",
     ),
     Claim(
         "usam_flat",
@@ -423,14 +431,16 @@ VARIANT_CLAIMS: tuple[Claim, ...] = (
         f"|b| < {FLAT_SLOPE}",
         "this book (E_U does not depend on ‖g‖)",
         _usam_flat,
+        subject="USAM's sharpness staying flat while ‖g‖ varies",
     ),
     Claim(
         "sam_on_edge_tight",
         "Normalised SAM's sharpness sits on its SAM-edge at every radius.",
         "median λ₁/SAM-edge after the crossing, every radius (value: the largest offset, as a factor)",
         f"every radius in [{EDGE_BAND[0]}, {EDGE_BAND[1]}]",
-        "paper, Sections 4-6 (at this chapter's tighter band)",
+        "paper, Sections 4-6",
         _sam_on_edge,
+        subject="SAM on its SAM-edge at every radius",
     ),
     Claim(
         "sam_slope",
@@ -440,6 +450,7 @@ VARIANT_CLAIMS: tuple[Claim, ...] = (
         f"|b − ε̄| < {FLAT_SLOPE}",
         "this book (ε(α) = ∂ ln S/∂ ln ‖g‖)",
         _sam_slope,
+        subject="SAM's sharpness following ‖g‖ with the elasticity of its edge",
     ),
     Claim(
         "slopes_differ",
@@ -449,6 +460,7 @@ VARIANT_CLAIMS: tuple[Claim, ...] = (
         f"> {SLOPES_DIFFER}",
         "this book",
         _slopes_differ,
+        subject="SAM's slope exceeding that of the matched USAM run",
     ),
     Claim(
         "momentum_on_edge",
@@ -457,6 +469,7 @@ VARIANT_CLAIMS: tuple[Claim, ...] = (
         f"every run in [{EDGE_BAND[0]}, {EDGE_BAND[1]}]",
         "this book (characteristic polynomial of the momentum recursion)",
         _momentum_on_edge,
+        subject="SAM with momentum on its momentum edge",
     ),
     Claim(
         "momentum_gd",
@@ -465,6 +478,7 @@ VARIANT_CLAIMS: tuple[Claim, ...] = (
         f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}]; pre-EoS (never at {EDGE_BAND[0]} of it) is not reached yet",
         "this book (β = 0: Cohen et al. 2021)",
         _momentum_gd,
+        subject="GD with heavy-ball momentum at 2(1+β)/η",
     ),
     Claim(
         "naive_rejected",
@@ -474,6 +488,7 @@ VARIANT_CLAIMS: tuple[Claim, ...] = (
         f"heavy ball ≥ {NAIVE_ABOVE}, Nesterov ≤ {NAIVE_BELOW}",
         "this book",
         _naive_rejected,
+        subject="The momentum-free edge misplacing SAM with momentum at β = 0.8",
     ),
     Claim(
         "momentum_beats_naive",
@@ -483,6 +498,7 @@ VARIANT_CLAIMS: tuple[Claim, ...] = (
         "momentum edge closer for every run",
         "this book",
         _momentum_beats_naive,
+        subject="The momentum edge fitting better than the momentum-free one",
     ),
     Claim(
         "switch_first_step",
@@ -491,6 +507,7 @@ VARIANT_CLAIMS: tuple[Claim, ...] = (
         f"within ±{100 * ESCAPE_TOL:g} %",
         "this book (the SAM multiplier at λ₁ = 2/η); Zhou et al. 2024 on SAM switched on late",
         lambda rs: _switch_escape(rs, "first"),
+        subject="Growth by 1 + 2/α in the first SAM step",
     ),
     Claim(
         "switch_five_steps",
@@ -499,6 +516,7 @@ VARIANT_CLAIMS: tuple[Claim, ...] = (
         f"within ±{100 * ESCAPE_TOL:g} %",
         "this book",
         lambda rs: _switch_escape(rs, "mean"),
+        subject=f"Growth at the rate ln(1 + 2/α) for {ESCAPE_STEPS} steps",
     ),
     Claim(
         "switch_settles",
@@ -507,32 +525,36 @@ VARIANT_CLAIMS: tuple[Claim, ...] = (
         f"within ±{100 * SETTLE_TOL:g} %",
         "this book",
         _switch_settles,
+        subject="The switched run settling on its SAM-edge",
     ),
     Claim(
         "phase_collapse",
         "Every SAM run of the η × ρ grid below its largest radius collapses onto R(α).",
         "median |ln(ηλ₁/2 / R(α_t))| after the crossing, every such run (value: the largest, as a factor)",
-        "≤ ln 1.15 for every run",
+        f"≤ {COLLAPSE_WORDS} for every run",
         "this book (R(α) of chapter 1)",
         lambda rs: _collapse(rs, large=False),
+        subject="The collapse onto R(α) below the largest radius",
     ),
     Claim(
         "phase_collapse_largest",
         "The runs at the grid's largest radius collapse onto R(α) too.",
         "median |ln(ηλ₁/2 / R(α_t))| after the crossing, runs at the largest radius (value: the largest, as a factor)",
-        "≤ ln 1.15 for every run",
+        f"≤ {COLLAPSE_WORDS} for every run",
         "this book (the large-radius probe: the quadratic picture may break there)",
         lambda rs: _collapse(rs, large=True),
+        subject="The collapse onto R(α) at the largest radius",
     ),
     Claim(
         "ascent_marks_deviation",
         "A run deviates from R(α) exactly where the sharpness at the ascent point differs from the sharpness "
         f"at the iterate by more than {100 * ASCENT_TOL:g} %.",
-        "runs whose deviation (median |ln(y/R)| > ln 1.15) agrees with |λ₁(w+ε)/λ₁(w) − 1| > "
+        f"runs whose deviation (median |ln(y/R)| > {COLLAPSE_WORDS}) agrees with |λ₁(w+ε)/λ₁(w) − 1| > "
         f"{ASCENT_TOL} at the final weights (value: the share classified right)",
         "every run",
         "this book",
         _ascent_marks,
+        subject="The ascent-point sharpness marking the deviating runs",
     ),
     Claim(
         "alpha_span",
@@ -541,6 +563,7 @@ VARIANT_CLAIMS: tuple[Claim, ...] = (
         f"≥ {ALPHA_DECADES:g}",
         "this book",
         _alpha_span,
+        subject=f"A span of at least {ALPHA_DECADES:g} decades of α",
     ),
     Claim(
         "alpha_order",
@@ -549,14 +572,17 @@ VARIANT_CLAIMS: tuple[Claim, ...] = (
         f"≥ {SPEARMAN_MIN}",
         "this book",
         _alpha_order,
+        subject="The rise of ηλ₁/2 with α",
     ),
     Claim(
         "regimes_covered",
         "The runs reach the square-root, the crossover and the GD-like regime of R(α).",
-        "number of regimes among the SAM checks after the crossings (square-root: α ≤ 0.0446; GD-like: α ≥ 8.1)",
+        "number of regimes among the SAM checks after the crossings "
+        f"(square-root: α ≤ {regime_bounds(REGIME_TOL)[0]:.3g}; GD-like: α ≥ {regime_bounds(REGIME_TOL)[1]:.3g})",
         "3",
-        "this book (the 10 % bounds of chapter 8)",
+        f"this book (the {100 * REGIME_TOL:g} % bounds of chapter 8)",
         _regimes,
+        subject="Coverage of all three regimes",
     ),
     Claim(
         "phase_gd",
@@ -565,6 +591,7 @@ VARIANT_CLAIMS: tuple[Claim, ...] = (
         f"in [{GD_BAND[0]}, {GD_BAND[1]}]; pre-EoS (never at {GD_BAND[0]}) is not reached yet",
         "Cohen et al. (2021)",
         _phase_gd,
+        subject="GD at 2/η",
     ),
 )
 

@@ -212,7 +212,7 @@ def plot_switch(swdf: pd.DataFrame, result: RunResult, esc: Mapping[str, float])
 # ------------------------------------------------------------------------------------------------
 def draw_curve(ax: Axes, lo: float = 1e-3, hi: float = 1e3) -> None:
     """``R(alpha)``, its asymptotes and the regime bands (shared by the figures of chapter 8)."""
-    low, high = edges.regime_bounds()
+    low, high = edges.regime_bounds(cv.REGIME_TOL)
     grid_a = np.geomspace(lo, hi, 800)
     ax.axvspan(lo, low, color=COLORS["sam"], alpha=0.07, lw=0)
     ax.axvspan(high, hi, color=COLORS["gd_edge"], alpha=0.07, lw=0)

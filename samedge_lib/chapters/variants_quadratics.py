@@ -1,7 +1,7 @@
 """The quadratic checks of the chapters beyond the paper: where the truth is known, every formula is run.
 
 Each function runs the update rules that train the networks (:mod:`samedge_lib.core.quadratic`) on quadratics in
-float64, asserts what the chapter states (the build fails otherwise) and returns a :class:`QuadraticCheck`: the
+float64, asserts what the chapter states and returns a :class:`QuadraticCheck`: the
 table or traces its figure reads (:mod:`samedge_lib.chapters.variants_figures`) and the numbers the prose glues.
 
 Chapter 7 ("SAM's variants"): :func:`usam_step`, :func:`momentum_thresholds`, :func:`usam_tuning`,
@@ -33,6 +33,32 @@ class QuadraticCheck:
 
     data: dict[str, Any]
     glued: dict[str, Any] = field(default_factory=dict)
+
+
+#: The quadratic checks' column names as the tables show them.
+READABLE = {
+    "|lambda1/edge - 1|": "|λ₁/edge − 1|",
+    "||c1|/amplitude - 1|": "||c₁|/amplitude − 1|",
+    "lambda1 / S(eta, rho, ||g||)": "λ₁/S(η, ρ, ‖g‖)",
+    "beta": "β",
+    "eta": "η",
+    "y = eta lambda1/2": "y = ηλ₁/2",
+    "rho": "ρ",
+    "alpha at the cycle": "α at the cycle",
+    "y^2/(1 - y)": "y²/(1 − y)",
+}
+
+
+def one_words(gap: float) -> str:
+    """How close a ratio is to 1, in words, from ``gap = |ratio - 1|``: ``"exactly 1 in float64"`` where the
+    difference is zero (a formatted ``0e+00`` says nothing), else ``"within 3.2e-12 of 1"``.
+    """
+    return "exactly 1 in float64" if gap == 0 else f"within {gap:.1e} of 1"
+
+
+def to_words(err: float) -> str:
+    """An agreement as prose states it: ``"to 3e-15"``, or ``"exactly (a difference of 0 in float64)"``."""
+    return "exactly (a difference of 0 in float64)" if err == 0 else f"to {err:.0e}"
 
 
 def _edge_at(eta: float, r: float, beta: float, nesterov: bool) -> float:
@@ -117,7 +143,12 @@ def usam_tuning() -> QuadraticCheck:
     usam_down = abs(runs_q[("USAM", 0.99)].components[-1, 0]) / 1e-3
     sam_gap = max(abs(runs_q[("SAM", f)].frame()["lambda1_over_edge"].iloc[-1] - 1) for f in (0.99, 1.01))
     traces = {key: np.abs(run.components[:, 0]) for key, run in runs_q.items()}
-    glued = {"ch7_usam_up": float(usam_up), "ch7_usam_down": float(usam_down), "ch7_sam_gap": float(sam_gap)}
+    glued = {
+        "ch7_usam_up": float(usam_up),
+        "ch7_usam_down": float(usam_down),
+        "ch7_sam_gap": float(sam_gap),
+        "ch7_sam_gap_words": one_words(float(sam_gap)),
+    }
     assert usam_up > 1e3 and usam_down < 1e-3 and sam_gap < 1e-8
     return QuadraticCheck({"traces": traces}, glued)
 
@@ -158,6 +189,7 @@ def momentum_cycles(seed: int) -> QuadraticCheck:
     naive = "lambda1 / S(eta, rho, ||g||)"
     glued = {
         "ch7_cycle_err": float(max(cyc["|lambda1/edge - 1|"].max(), cyc["||c1|/amplitude - 1|"].max())),
+        "ch7_cycle_err_words": to_words(float(max(cyc["|lambda1/edge - 1|"].max(), cyc["||c1|/amplitude - 1|"].max()))),
         "ch7_naive_hb": float(mom[mom["rule"] == "SAM + heavy ball"][naive].min()),
         "ch7_naive_n": float(mom[mom["rule"] == "SAM + Nesterov"][naive].max()),
     }
@@ -179,7 +211,9 @@ def quadratic_switch() -> QuadraticCheck:
         "ch7_switch_alpha_q": float(alpha_switch),
         "ch7_switch_growth_q": float(edges.switch_growth(alpha_switch)),
         "ch7_switch_err_q": float(first_err),
+        "ch7_switch_err_q_words": to_words(float(first_err)),
         "ch7_switch_end_q": float(abs(frame["lambda1_over_edge"].iloc[-1] - 1)),
+        "ch7_switch_end_q_words": one_words(float(abs(frame["lambda1_over_edge"].iloc[-1] - 1))),
     }
     assert abs(mult[299] + 1) < 1e-12 and first_err < 1e-9
     return QuadraticCheck({"top": np.abs(sw.components[:, 0]), "frame": frame, "start": 300}, glued)
@@ -205,4 +239,5 @@ def phase_cycles() -> QuadraticCheck:
         )
     cyc = pd.DataFrame(rows)
     assert (cyc["relative difference"] < 1e-8).all()
-    return QuadraticCheck({"table": cyc}, {"ch8_cycle_err": float(cyc["relative difference"].max())})
+    err = float(cyc["relative difference"].max())
+    return QuadraticCheck({"table": cyc}, {"ch8_cycle_err": err, "ch8_cycle_err_words": to_words(err)})

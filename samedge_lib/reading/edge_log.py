@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from samedge_lib.reading.claims import EDGE_BAND, Claim, Verdict, on_edge
+from samedge_lib.record.results import REACH
 from samedge_lib.record.runfolder import read_table
 
 __all__ = ["CERTIFIED_RESIDUAL", "EDGE_CLAIMS", "EdgeLog", "plot_edge_log", "read_edge_log"]
@@ -127,9 +128,10 @@ EDGE_CLAIMS: tuple[Claim, ...] = (
         "on_edge",
         "The run sits on its edge",
         "median of sharpness/edge after the transient",
-        f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}]; not reached if the sharpness never gets to 0.9 × edge",
+        f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}]; not reached if the sharpness never gets to {REACH:g} × edge",
         "Long & Bartlett (2024), Section 4 (SAM); Cohen et al. (2021, 2022) for GD and Adam",
         _on_edge,
+        subject="The claim that the run sits on its edge",
     ),
     Claim(
         "certified",
@@ -138,5 +140,6 @@ EDGE_CLAIMS: tuple[Claim, ...] = (
         f"≤ {CERTIFIED_RESIDUAL:g}",
         "the monitor's Lanczos (true residuals)",
         _certified,
+        subject="The claim that every λ₁ is certified by its residual",
     ),
 )
