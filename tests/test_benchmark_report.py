@@ -320,3 +320,71 @@ def test_stored_notes_and_schemas_are_worded_for_the_reader(stored):
     scaling = br.load_scaling(STORED)
     for text in [*table.loc["conditions"], *(br.notes_text(r["notes"]) for r in scaling)]:
         assert "agents" not in text
+
+
+def test_prose_numbers_are_formatted_as_the_text_states_them():
+    assert bs.sci_md(1e-3) == "$10^{-3}$" and bs.sci_md(8.6e-4) == r"$8.6\cdot10^{-4}$"
+    assert bs.sci_md(0.0221) == r"$2.2\cdot10^{-2}$" and bs.sci_md(3.6e4) == r"$3.6\cdot10^{4}$"
+    assert bs.span_md([1.37, 2.1], ".1f", "x") == "1.4–2.1x" and bs.span_md([5, 5], "d") == "5"
+    # the word comes from the numbers, the factor is the larger over the smaller
+    words = {"more": "later", "less": "sooner", "same": "as soon"}
+    assert bs.times_words(12, 140, **words, spec=".0f") == "12 times sooner"
+    assert bs.times_words(140, 12, **words, spec=".0f") == "12 times later"
+    assert bs.times_words(7, 7, **words) == "as soon"
+
+
+def _traced(errors_by_start: list[list[float]]) -> dict:
+    runs = [{"seed": s, "rel_err": e} for s, e in enumerate(errors_by_start)]
+    return {"mnist": {"traces": {"solvers": {"official": {"runs": runs}}}}}
+
+
+def test_second_half_errors_read_where_the_iteration_settles():
+    result = _traced([[0.9, 0.5, 2e-3, 4e-3], [0.8, 0.1, 1e-3, 3e-3]])
+    s = bs.second_half_errors(result)["mnist"]
+    assert s == {"median": pytest.approx(2.5e-3), "min": 1e-3, "max": 4e-3, "starts": 2}
+    assert bs.second_half_errors(result, solver="lanczos") == {}
+
+
+def _warm_case(cold_histories: list[list[float]], warm_history: list[float]) -> dict:
+    cold = [{"residual_history": [[i + 1, r] for i, r in enumerate(h)]} for h in cold_histories]
+    return {
+        "eta": 0.01,
+        "steps_between": 100,
+        "lambda1_change": -0.02,
+        "top1": {
+            "cold": {"runs": cold},
+            "warm": {"residual_history": [[i + 1, r] for i, r in enumerate(warm_history)]},
+            "warm_over_cold_matvec": 0.4,
+            "start_rayleigh_rel_err": 1e-3,
+        },
+    }
+
+
+def test_warm_case_numbers_place_the_warm_start_against_the_cold_plateau():
+    # two cold runs of 8 products: the middle half (products 3-6) holds 0.01 ... 0.04
+    cold = [[20, 0.5, 0.04, 0.03, 0.02, 0.01, 1e-3, 1e-4], [20, 0.5, 0.04, 0.03, 0.02, 0.01, 1e-3, 1e-4]]
+    lo, hi = bs.residual_plateau(_warm_case(cold, [0.02]))
+    assert lo == pytest.approx(0.0175) and hi == pytest.approx(0.0325)
+    n = bs.warm_case_numbers(_warm_case(cold, [0.02, 1e-3]))
+    assert n["start_residual"] == 0.02 and n["start_error"] == 1e-3 and n["warm_percent"] == pytest.approx(40)
+    assert bs.position_words(n["start_residual"], n["plateau_lo"], n["plateau_hi"]) == "inside"
+    assert bs.position_words(0.1, lo, hi) == "above" and bs.position_words(1e-3, lo, hi) == "below"
+
+
+def test_official_signs_count_the_starts_below_the_reference():
+    section = {
+        "reference": {"eigenvalues": [2.0, 1.0]},
+        "solvers": {
+            "top1": {"official": {"runs": [{"eigenvalues": [1.9]}, {"eigenvalues": [2.1]}, {"eigenvalues": [1.8]}]}},
+            "top5": {"lanczos": {"runs": [{"eigenvalues": [1.0]}]}},
+        },
+    }
+    assert bs.official_signs([{"mnist": section}]) == (2, 3)
+    assert bs.top_spread({"mnist": section}) == pytest.approx(0.5)
+
+
+def test_check_share_converts_to_steps_and_to_another_interval():
+    # a check of 10 step-times every 90 steps takes 10 % of the time; every 180 steps, 10 / 190
+    assert bs.check_cost_in_steps(0.1, 90) == pytest.approx(10)
+    assert bs.share_at(0.1, 2) == pytest.approx(10 / 190)
+    assert bs.share_at(0.1, 1) == pytest.approx(0.1)

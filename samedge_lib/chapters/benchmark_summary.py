@@ -8,13 +8,17 @@ headline numbers as the appendix shows them, one column per stored benchmark. Th
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
-from samedge_lib.chapters.benchmark_report import TARGET_REL_ERR, WARM_CASES, fmt, signed_errors
+from samedge_lib.chapters.benchmark_report import MODELS, TARGET_REL_ERR, WARM_CASES, fmt, model_sections, signed_errors
+from samedge_lib.reading.claims import compare_words
+
+nan = math.nan
 
 
 def primary_result(results: Sequence[dict[str, Any]], schema: str | None = None) -> dict[str, Any]:
@@ -72,6 +76,7 @@ def headline(result: dict[str, Any]) -> dict[str, float | bool]:
             "equal_accuracy_meets_3x": eq["grad_eval_ratio"] >= 3,
             "official_grad_evals_to_target": eq["official_grad_evals_to_target"],
             "default_grad_evals_certified": eq["default_grad_evals"],
+            "default_products_certified": eq["default_products"],
         }
     for name in ("cnn", "transformer"):
         eq_m = (result.get(name) or {}).get("equal_accuracy")
@@ -311,3 +316,136 @@ def summary_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
         if any(row[m] is not None for m in headlines):
             rows.append(row)
     return pd.DataFrame(rows, columns=["quantity", *headlines])
+
+
+# ------------------------------------------------------------------------------------------------
+# Numbers and words for the appendix's prose (so that no rough order is typed where it can be computed)
+# ------------------------------------------------------------------------------------------------
+def sci_md(x: float, digits: int = 2) -> str:
+    r"""``x`` in scientific notation as Markdown math: ``1e-3 -> "$10^{-3}$"``, ``0.00086 -> "$8.6\cdot10^{-4}$"``.
+
+    ``digits`` significant digits; a mantissa that rounds to 1 is left out, as prose writes a power of ten.
+    """
+    if not math.isfinite(x) or x == 0:
+        return f"{x:g}"
+    mantissa, exponent = f"{x:.{digits - 1}e}".split("e")
+    power = f"10^{{{int(exponent)}}}"
+    if float(mantissa) == 1:
+        return f"${power}$"
+    if float(mantissa) == -1:
+        return f"$-{power}$"
+    return f"${float(mantissa):g}\\cdot{power}$"
+
+
+def span_md(values: Sequence[float], spec: str, unit: str = "") -> str:
+    """The range of ``values`` as prose writes it: ``"1.4–2.1x"``, or one number when they format alike."""
+    lo, hi = format(min(values), spec), format(max(values), spec)
+    return f"{lo}{unit}" if lo == hi else f"{lo}–{hi}{unit}"
+
+
+def times_words(a: float, b: float, *, more: str, less: str, same: str, spec: str = ".2g") -> str:
+    """``a`` against ``b`` as a ratio with its direction: ``times_words(12, 140, more="later", less="sooner",
+    same="as soon") -> "12 times sooner"``. The word comes from the numbers
+    (:func:`samedge_lib.reading.claims.compare_words`), the factor is the larger over the smaller.
+    """
+    word = compare_words(a, b, more=more, less=less, same=same)
+    if word == same or word == "—":
+        return word
+    return f"{format(max(a, b) / min(a, b), spec)} times {word}"
+
+
+def second_half_errors(result: dict[str, Any], solver: str = "official") -> dict[str, dict[str, float]]:
+    """Where a solver's estimate settles: the relative error over the second half of its convergence traces
+    (stopping rule off), per model that has them: median, smallest, largest, and the number of starts.
+
+    The finite-difference power iteration never settles on ``lambda_1``: its products are biased, so this is
+    the distance of the value it drifts around.
+    """
+    out = {}
+    for model in MODELS:
+        runs = (result.get(model) or {}).get("traces", {}).get("solvers", {}).get(solver, {}).get("runs", [])
+        tails = [e for run in runs for e in run["rel_err"][len(run["rel_err"]) // 2 :]]
+        if tails:
+            out[model] = {
+                "median": statistics.median(tails),
+                "min": min(tails),
+                "max": max(tails),
+                "starts": len(runs),
+            }
+    return out
+
+
+def residual_plateau(case: dict[str, Any], key: str = "top1") -> tuple[float, float]:
+    """The plateau of a warm-start case's cold Lanczos runs: the interquartile range of their residual
+    estimates over the middle half of each run's products (after the first fast drop, before the last).
+    """
+    values = []
+    for run in case[key]["cold"]["runs"]:
+        history = [residual for _, residual in run["residual_history"]]
+        quarter = len(history) // 4
+        values += history[quarter : len(history) - quarter]
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def position_words(x: float, lo: float, hi: float) -> str:
+    """``"below"``, ``"inside"`` or ``"above"`` the band ``[lo, hi]``."""
+    return "below" if x < lo else "above" if x > hi else "inside"
+
+
+def warm_case_numbers(case: dict[str, Any]) -> dict[str, float]:
+    """One warm-start case in numbers: the step size and steps between the checks, the change of ``lambda_1``,
+    the old eigenvector's Rayleigh-quotient error and its residual (the warm start's first residual estimate),
+    the cold runs' plateau (:func:`residual_plateau`) and the warm start's products as a share of a cold start's.
+    """
+    top1 = case["top1"]
+    history = top1["warm"].get("residual_history") or []
+    lo, hi = residual_plateau(case) if all(r.get("residual_history") for r in top1["cold"]["runs"]) else (nan, nan)
+    return {
+        "eta": case["eta"],
+        "steps": case["steps_between"],
+        "lambda1_change": case.get("lambda1_change", nan),
+        "start_error": top1.get("start_rayleigh_rel_err") or nan,
+        "start_residual": history[0][1] if history else nan,
+        "plateau_lo": lo,
+        "plateau_hi": hi,
+        "warm_percent": 100 * top1["warm_over_cold_matvec"],
+    }
+
+
+def official_signs(results: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """Over every stored official-estimator start (every benchmark, model and block): how many returned a top
+    eigenvalue below the reference, and how many there are. Exact products can only underestimate; the
+    finite-difference kinks push the other way; this counts which won.
+    """
+    signed = [
+        e
+        for r in results
+        for _, sec in model_sections(r)
+        for blk in sec["solvers"].values()
+        if "official" in blk
+        for e in signed_errors(blk["official"]["runs"], sec["reference"]["eigenvalues"])
+    ]
+    return sum(e < 0 for e in signed), len(signed)
+
+
+def top_spread(result: dict[str, Any], model: str = "mnist") -> float:
+    """How crowded the top of the reference spectrum is: ``1 - lambda_k / lambda_1`` for the smallest of the
+    ``k`` reference eigenvalues (the top five on the MNIST MLP).
+    """
+    ref = result[model]["reference"]["eigenvalues"]
+    return 1 - ref[-1] / ref[0]
+
+
+def check_cost_in_steps(share: float, check_every: int) -> float:
+    """A check's time in SAM steps, from its share of the wall time at one check every ``check_every`` steps:
+    ``share = c / (n s + c)`` gives ``c / s = n share / (1 - share)``.
+    """
+    return check_every * share / (1 - share)
+
+
+def share_at(share: float, factor: float) -> float:
+    """The share of wall time in checks when they run ``factor`` times less often (same cost per check):
+    ``c / (factor n s + c)`` from ``share = c / (n s + c)``.
+    """
+    return share / (factor * (1 - share) + share)
