@@ -25,7 +25,7 @@ from samedge_lib.chapters import variants_figures as vf
 from samedge_lib.chapters import variants_quadratics as vq
 from samedge_lib.chapters.pattern import Chapter, show_table
 from samedge_lib.chapters.pattern import glue_values as glue_all
-from samedge_lib.chapters.variants import Design, PhaseDesign, VariantsDesign, ascent_check
+from samedge_lib.chapters.variants import MOMENTUM_BETA, Design, PhaseDesign, VariantsDesign, ascent_check
 from samedge_lib.reading import claims as cl
 from samedge_lib.reading.claims import EDGE_BAND
 from samedge_lib.reading.notebook import check_number
@@ -305,7 +305,9 @@ class VariantsChapter(DesignChapter):
         else:
             slope_note = "no SAM run reached its edge."
         self._glue("slope_note", Markdown(slope_note))
-        nag_key, hb_key = "sam+nesterov/0.8", "sam+hb/0.8"
+        nag_key, hb_key = f"sam+nesterov/{MOMENTUM_BETA:g}", f"sam+hb/{MOMENTUM_BETA:g}"
+        # heavy ball's step on flat directions, eta/(1 - beta), against the eta_eff = eta/(1 + beta) of its edge
+        glue_all({"ch7_beta": MOMENTUM_BETA, "ch7_flat_gain": (1 + MOMENTUM_BETA) / (1 - MOMENTUM_BETA)})
         nag_own, nag_naive = self._median_ratio(nag_key, "edge"), self._median_ratio(nag_key, "sam_edge")
         hb_own, hb_naive = self._median_ratio(hb_key, "edge"), self._median_ratio(hb_key, "sam_edge")
         glue_all({"ch7_nag_own": float(nag_own), "ch7_nag_naive": float(nag_naive)})
