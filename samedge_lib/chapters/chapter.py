@@ -227,12 +227,10 @@ class ExperimentChapter(Chapter):
         """Glue every verdict (:meth:`Chapter.glue`), then the verdict box (:meth:`glue_verdict`)."""
         super().glue()
         self.glue_verdict()
-        lo, hi = cl.EDGE_BAND
         glue_values(
             {
                 f"ch{self.number}_reach": Markdown(f"{100 * REACH:g} %"),
                 f"ch{self.number}_band": Markdown(cl.band_words()),
-                f"ch{self.number}_band_halfwidth": Markdown(f"{(hi - lo) / 2:g}"),
             }
         )
 

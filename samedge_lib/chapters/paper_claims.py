@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from samedge_lib.reading.claims import (
-    EDGE_BAND,
     Claim,
     RunSet,
     Verdict,
+    band_interval,
     compare_words,
     fmt,
     in_band,
@@ -122,10 +122,9 @@ def _gd_within_band(rs: RunSet) -> tuple[Verdict, float, str]:
         return Verdict.NOT_REACHED, math.nan, f"{_gd(rs)} did not reach 2/η (largest ηλ₁/2 = {np.max(r):.3f})"
     p10, p90 = (float(np.percentile(last, q)) for q in (10, 90))
     value = math.exp(max(abs(math.log(p10)), abs(math.log(p90))))  # the wider side, as a factor
-    lo, hi = EDGE_BAND
     detail = (
         f"{_gd(rs)}'s ηλ₁/2 over its last third (p10–p90, {len(last)} checks) spans {p10:.3f}–{p90:.3f}, "
-        f"against the band {lo}–{hi}"
+        f"against the band {band_interval()}"
     )
     return (Verdict.HOLDS if in_band(p10) and in_band(p90) else Verdict.FAILS), value, detail
 
@@ -260,7 +259,7 @@ CLAIMS: tuple[Claim, ...] = (
         "gd_at_edge",
         "GD's sharpness reaches 2/η and hovers there (the edge of stability).",
         "median of ηλ₁/2 over the last third of GD's checks",
-        f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}]; not reached if ηλ₁/2 never gets to {REACH:g}",
+        f"in {band_interval()}; not reached if ηλ₁/2 never gets to {REACH:g}",
         "paper, Section 1; Cohen et al. (2021)",
         _gd_at_edge,
         "GD at its edge of stability",
@@ -269,7 +268,7 @@ CLAIMS: tuple[Claim, ...] = (
         "gd_within_band",
         "GD's own fluctuation about 2/η fits inside the book's on-edge band (the band's evidence).",
         "10th and 90th percentiles of ηλ₁/2 over the last third of GD's checks",
-        f"both in [{EDGE_BAND[0]}, {EDGE_BAND[1]}]; not reached if ηλ₁/2 never gets to {REACH:g}",
+        f"both in {band_interval()}; not reached if ηλ₁/2 never gets to {REACH:g}",
         "this book (GD is on its edge by the definition of the edge of stability)",
         _gd_within_band,
         "GD's spread about 2/η fitting the on-edge band",
@@ -278,7 +277,7 @@ CLAIMS: tuple[Claim, ...] = (
         "sam_on_edge",
         "SAM's sharpness reaches its SAM-edge and stays on it.",
         "median of λ₁/SAM-edge after the transient, at the main radius",
-        f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}]; not reached if λ₁ never gets to {REACH:g} × SAM-edge",
+        f"in {band_interval()}; not reached if λ₁ never gets to {REACH:g} × SAM-edge",
         "paper, Sections 4-6",
         _sam_on_edge,
         "SAM on its SAM-edge",
@@ -287,7 +286,7 @@ CLAIMS: tuple[Claim, ...] = (
         "all_radii_on_edge",
         "Every radius sits on its own edge, so all checks of all radii fall on the one curve R(α).",
         "median of λ₁/SAM-edge after the transient, for every radius (value: the largest offset, as a factor)",
-        f"every radius in [{EDGE_BAND[0]}, {EDGE_BAND[1]}]",
+        f"every radius in {band_interval()}",
         "this book (the paper's claim at every radius, read through R(α) of chapter 1)",
         _all_radii_on_edge,
         "Every radius on its own edge",

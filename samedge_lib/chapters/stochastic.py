@@ -308,7 +308,7 @@ def plot_batch_size(axes: Sequence[Axes], rs: cs.StochasticRunSet) -> None:
         st_w = tracking_window(cs.stepped(rs.sgd[b]))
         q_sgd.append(_percentiles(st_w["q_sam"]) if len(st_w) else (math.nan,) * 3)
     lo, hi = cl.EDGE_BAND
-    ax.axhspan(lo, hi, color=COLORS["sam_edge"], alpha=0.08, label=f"band [{lo}, {hi}]")
+    ax.axhspan(lo, hi, color=COLORS["sam_edge"], alpha=0.08, label=f"band {cl.band_interval()}")
     ax.axhline(1.0, color=COLORS["theory"], lw=0.8)
     _errorbar(ax, sizes, hb, color=COLORS["lambda1"], label="‖H_B‖ / S_B (stepped minibatch)")
     _errorbar(ax, sizes, full, color=COLORS["sam_edge"], ls="--", label="λ₁ / S(‖g‖) (full batch)")
@@ -532,12 +532,11 @@ class StochasticChapter(Chapter):
         out = super().claims()
         dim = parameter_count(self.runs)
         glue_values({f"ch{self.number}_dim": dim, f"ch{self.number}_random_cos": dim**-0.5})
-        lo, hi = cl.EDGE_BAND
         glue_values(
             {
                 f"ch{self.number}_{name}": value
                 for name, value in {
-                    "edge_band": f"[{lo:g}, {hi:g}]",
+                    "edge_band": cl.band_interval(),
                     "large_batch": cs.LARGE_BATCH,
                     "oscillating": cs.OSCILLATING,
                     "noise_dominates": cs.NOISE_DOMINATES,

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from samedge_lib.core.stochastic import sampling_factor
-from samedge_lib.reading.claims import EDGE_BAND, Claim, RunSet, Verdict, fmt, offset_words
+from samedge_lib.reading.claims import EDGE_BAND, Claim, RunSet, Verdict, band_interval, fmt, offset_words
 from samedge_lib.record.results import MIN_TRACKED, RunResult, measurements_on, tracking_window
 from samedge_lib.theory.edges import collapse_variable, sam_edge
 
@@ -473,7 +473,7 @@ CLAIMS: tuple[Claim, ...] = (
         f"At B ≥ {LARGE_BATCH} the stepped minibatch's sharpness sits at the minibatch SAM-edge S_B.",
         f"median ‖H_B‖/S_B after the transient, every SAM run with B ≥ {LARGE_BATCH} "
         "(value: the largest offset, as a factor)",
-        f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}] at every such B",
+        f"in {band_interval()} at every such B",
         "the paper's Transformer measurement (Section 6), at several batch sizes",
         _minibatch_edge,
         subject=f"‖H_B‖ at S_B for B ≥ {LARGE_BATCH}",
@@ -482,7 +482,7 @@ CLAIMS: tuple[Claim, ...] = (
         "minibatch_edge_small",
         f"Also at B < {LARGE_BATCH}, where the gradient noise is large, ‖H_B‖ sits at S_B.",
         f"median ‖H_B‖/S_B after the transient, every SAM run with B < {LARGE_BATCH}",
-        f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}]; a linear-regression toy fails it with label noise",
+        f"in {band_interval()}; a linear-regression toy fails it with label noise",
         "this book",
         _minibatch_edge_small,
         subject=f"‖H_B‖ at S_B for B < {LARGE_BATCH}",
@@ -491,7 +491,7 @@ CLAIMS: tuple[Claim, ...] = (
         "q_at_one",
         "SAM's batch sharpness Q_B sits at 1 at every batch size.",
         "median Q_B after the transient, every SAM run (value: the largest offset, as a factor)",
-        f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}] at every B",
+        f"in {band_interval()} at every B",
         "this book's conjecture, after Andreyev & Beneventano's batch sharpness",
         _q_at_one,
         subject="Q_B at 1 at every batch size",
@@ -545,7 +545,7 @@ CLAIMS: tuple[Claim, ...] = (
         "sgd_batch_sharpness",
         "SGD's batch sharpness sits at 2/η at every batch size.",
         "median η gᵀH_Bg/(2‖g‖²) of SGD after the transient",
-        f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}] at every B",
+        f"in {band_interval()} at every B",
         "Andreyev & Beneventano (2024)",
         _sgd_batch_sharpness,
         subject="SGD's batch sharpness at 2/η",
@@ -554,7 +554,7 @@ CLAIMS: tuple[Claim, ...] = (
         "msam_full_is_sam",
         "With one micro-batch (m = N), the m-edge is SAM's edge: Λ = (η/2)λ_max(A₁) sits at 1.",
         "median Λ over the oscillating checks of full-batch SAM",
-        f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}]",
+        f"in {band_interval()}",
         "this book (A₁ = H + ρH²/‖g‖)",
         _msam_full_is_sam,
         subject="Λ at 1 for m-SAM with one micro-batch",
@@ -563,7 +563,7 @@ CLAIMS: tuple[Claim, ...] = (
         "m_edge",
         "m-SAM sits at its m-edge (η/2)λ_max(A_m) = 1 while it oscillates.",
         f"median (η/2)λ_max(A_m) over the checks with cos(Δw_t, Δw_t+1) < {OSCILLATING}, every m < N",
-        f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}] at every m",
+        f"in {band_interval()} at every m",
         "this book (frozen-norm stability of Foret et al.'s m-SAM)",
         _m_edge,
         subject="m-SAM at its m-edge",

@@ -126,9 +126,8 @@ class DesignChapter(Chapter):
         crossing is counted (``ch<n>_reach``).
         """
         out = super().claims()
-        lo, hi = EDGE_BAND
-        self._glue("edge_band", f"[{lo:g}, {hi:g}]")
-        self._glue("edge_band_pct", round(100 * (hi - 1)))
+        self._glue("edge_band", cl.band_interval())
+        self._glue("edge_band_pct", round(100 * (EDGE_BAND[1] - 1)))
         self._glue("reach", REACH)
         return out
 

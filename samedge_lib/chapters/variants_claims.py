@@ -35,7 +35,7 @@ from samedge_lib.chapters.variants_stats import (
     variant_label,
 )
 from samedge_lib.reading import claims as cl
-from samedge_lib.reading.claims import EDGE_BAND, Claim, Verdict, fmt
+from samedge_lib.reading.claims import EDGE_BAND, Claim, Verdict, band_interval, fmt
 from samedge_lib.theory.edges import regime_bounds
 from samedge_lib.theory.rules import UpdateRule
 
@@ -419,7 +419,7 @@ VARIANT_CLAIMS: tuple[Claim, ...] = (
         "usam_on_edge",
         "Unnormalised SAM's sharpness sits on its edge E_U(η, r).",
         "median λ₁/E_U after the crossing, every USAM run (value: the largest offset, as a factor)",
-        f"every run in [{EDGE_BAND[0]}, {EDGE_BAND[1]}]",
+        f"every run in {band_interval()}",
         "this book (linear stability of USAM; Andriushchenko & Flammarion 2022 study USAM)",
         _usam_on_edge,
         subject="USAM on its edge E_U",
@@ -437,7 +437,7 @@ VARIANT_CLAIMS: tuple[Claim, ...] = (
         "sam_on_edge_tight",
         "Normalised SAM's sharpness sits on its SAM-edge at every radius.",
         "median λ₁/SAM-edge after the crossing, every radius (value: the largest offset, as a factor)",
-        f"every radius in [{EDGE_BAND[0]}, {EDGE_BAND[1]}]",
+        f"every radius in {band_interval()}",
         "paper, Sections 4-6",
         _sam_on_edge,
         subject="SAM on its SAM-edge at every radius",
@@ -466,7 +466,7 @@ VARIANT_CLAIMS: tuple[Claim, ...] = (
         "momentum_on_edge",
         "SAM with momentum sits on its momentum edge: S at η/(1+β) (heavy ball) or η(1+2β)/(1+β) (Nesterov).",
         "median λ₁/momentum edge after the crossing, every SAM run with momentum (value: the largest offset)",
-        f"every run in [{EDGE_BAND[0]}, {EDGE_BAND[1]}]",
+        f"every run in {band_interval()}",
         "this book (characteristic polynomial of the momentum recursion)",
         _momentum_on_edge,
         subject="SAM with momentum on its momentum edge",
@@ -475,7 +475,7 @@ VARIANT_CLAIMS: tuple[Claim, ...] = (
         "momentum_gd",
         "GD with heavy-ball momentum rises to 2(1+β)/η and hovers there.",
         "median λ₁/(2(1+β)/η) over the last third of the checks, every GD run with momentum",
-        f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}]; pre-EoS (never at {EDGE_BAND[0]} of it) is not reached yet",
+        f"in {band_interval()}; pre-EoS (never at {EDGE_BAND[0]} of it) is not reached yet",
         "this book (β = 0: Cohen et al. 2021)",
         _momentum_gd,
         subject="GD with heavy-ball momentum at 2(1+β)/η",

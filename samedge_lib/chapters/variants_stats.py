@@ -47,8 +47,8 @@ class VariantRuns:
             ``switch`` (the radius); phase-diagram keys are ``"<eta>/<rho>"``.
         extras: per key, numbers computed beside the runs (``gamma_ref`` of a USAM run, the ascent-point
             diagnostics of :func:`samedge_lib.chapters.variants.ascent_check`).
-        scope: where the verdicts were found, as a sentence of prose says it (``"on this page's runs"``); it
-            ends the whole-sentence glue of each claim (:meth:`samedge_lib.reading.claims.Evaluation.sentence`).
+        where: where the verdicts were found, as a sentence of prose says it (``"on this page's runs"``), as
+            :attr:`samedge_lib.reading.claims.RunSet.where`; it ends each claim's whole-sentence glue.
 
     """
 
@@ -56,12 +56,7 @@ class VariantRuns:
     description: str
     runs: Mapping[str, RunResult]
     extras: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
-    scope: str = "on this page's runs"
-
-    @property
-    def where(self) -> str:
-        """:attr:`scope` (a :class:`~samedge_lib.reading.claims.RunSet`'s ``where``, for the same glue)."""
-        return self.scope
+    where: str = "on this page's runs"
 
     def table(self, key: str) -> pd.DataFrame:
         """The measurement table of the run ``key`` (empty if there is no such run)."""

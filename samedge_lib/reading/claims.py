@@ -57,10 +57,15 @@ def in_band(ratio: float) -> bool:
     return EDGE_BAND[0] <= ratio <= EDGE_BAND[1]
 
 
+def band_interval() -> str:
+    """The band as an interval, as criteria, glue and legends write it: ``"[0.85, 1.15]"``."""
+    lo, hi = EDGE_BAND
+    return f"[{lo:g}, {hi:g}]"
+
+
 def band_words() -> str:
     """The band as the prose states it: ``"within 15 % of its edge (λ₁/edge in [0.85, 1.15])"``."""
-    lo, hi = EDGE_BAND
-    return f"within {100 * (hi - 1):.0f} % of its edge (λ₁/edge in [{lo}, {hi}])"
+    return f"within {100 * (EDGE_BAND[1] - 1):.0f} % of its edge (λ₁/edge in {band_interval()})"
 
 
 class Verdict(StrEnum):

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from samedge_lib.reading.claims import EDGE_BAND, Claim, Verdict, on_edge
+from samedge_lib.reading.claims import Claim, Verdict, band_interval, on_edge
 from samedge_lib.record.results import REACH
 from samedge_lib.record.runfolder import read_table
 
@@ -128,7 +128,7 @@ EDGE_CLAIMS: tuple[Claim, ...] = (
         "on_edge",
         "The run sits on its edge",
         "median of sharpness/edge after the transient",
-        f"in [{EDGE_BAND[0]}, {EDGE_BAND[1]}]; not reached if the sharpness never gets to {REACH:g} × edge",
+        f"in {band_interval()}; not reached if the sharpness never gets to {REACH:g} × edge",
         "Long & Bartlett (2024), Section 4 (SAM); Cohen et al. (2021, 2022) for GD and Adam",
         _on_edge,
         subject="The claim that the run sits on its edge",
